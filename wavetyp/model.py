@@ -1,0 +1,215 @@
+"""A compact WaveNet over 8-bit mu-law codes, with optional global and local conditioning.
+
+The model returns logits (never samples). `forward(codes)` gives, for every position t,
+the logits of codes[:, t] given codes[:, :t] (the input is shifted right by one, starting
+from the silence code), so a whole file can be scored in one parallel pass.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchaudio
+
+from .audio import N_CODES, SILENCE_CODE, mu_law_decode
+
+
+@dataclass
+class WaveNetConfig:
+    """Everything needed to rebuild a model; stored in every checkpoint as a plain dict."""
+    sample_rate: int = 8000
+    layers_per_stack: int = 10         # dilations 1, 2, ..., 2**(layers_per_stack-1)
+    n_stacks: int = 2
+    kernel_size: int = 2
+    residual_channels: int = 64
+    gate_channels: int = 64            # channels of each gate half (tanh and sigmoid)
+    skip_channels: int = 128
+    head_channels: int = 128
+    # global conditioning: digit 0..n_digits-1 and speaker names; 0 / [] disable them
+    n_digits: int = 10
+    speakers: list[str] = field(default_factory=list)
+    global_dim: int = 32
+    # local conditioning: log-mel frames upsampled to the sample rate; n_mels=0 disables
+    n_mels: int = 40
+    n_fft: int = 512
+    hop_length: int = 128
+    mel_channels: int = 64
+    # conditioning dropout during training (each kind dropped independently per example)
+    p_drop_digit: float = 0.2
+    p_drop_speaker: float = 0.2
+    p_drop_mel: float = 0.5
+
+    @property
+    def n_layers(self) -> int:
+        return self.layers_per_stack * self.n_stacks
+
+    @property
+    def dilations(self) -> list[int]:
+        return [2**i for i in range(self.layers_per_stack)] * self.n_stacks
+
+    @property
+    def receptive_field(self) -> int:
+        # Each layer sees (kernel_size - 1) * dilation more past samples; +1 for the
+        # sample itself. With the one-sample input shift, x_t depends on x_{t-RF}..x_{t-1}.
+        return 1 + sum((self.kernel_size - 1) * d for d in self.dilations)
+
+    @property
+    def n_params(self) -> int:
+        return WaveNet(self).num_parameters   # small: building it is cheap
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WaveNetConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class Conditioning:
+    """What a model is conditioned on; any field may be None (= absent for every stream).
+
+    digit, speaker: (B,) int64 with -1 meaning 'none' for that stream.
+    mel: (B, n_mels, F) log-mel frames; mel_present: (B,) bool to drop it per stream.
+    """
+    digit: torch.Tensor | None = None
+    speaker: torch.Tensor | None = None
+    mel: torch.Tensor | None = None
+    mel_present: torch.Tensor | None = None
+
+
+class WaveNet(nn.Module):
+    def __init__(self, cfg: WaveNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        R, G, S, L = cfg.residual_channels, cfg.gate_channels, cfg.skip_channels, cfg.n_layers
+        self.embed = nn.Embedding(N_CODES, R)
+        # Channels-last throughout ((B, T, C) tensors, nn.Linear): one GEMM per layer over the
+        # concatenated taps [x_{t-(k-1)d}, ..., x_{t-d}, x_t] is ~2x faster on CPU than Conv1d.
+        self.dilated = nn.ModuleList(nn.Linear(cfg.kernel_size * R, 2 * G) for _ in range(L))
+        # one linear per layer gives both the residual (first R) and skip (last S) outputs
+        self.res_skip = nn.ModuleList(nn.Linear(G, R + S) for _ in range(L))
+        self.head1 = nn.Linear(S, cfg.head_channels)
+        self.head2 = nn.Linear(cfg.head_channels, N_CODES)
+        # global conditioning: the extra last row of each table means "no label"
+        self.digit_emb = nn.Embedding(cfg.n_digits + 1, cfg.global_dim) if cfg.n_digits else None
+        self.speaker_emb = (nn.Embedding(len(cfg.speakers) + 1, cfg.global_dim)
+                            if cfg.speakers else None)
+        has_global = self.digit_emb is not None or self.speaker_emb is not None
+        self.global_proj = nn.Linear(cfg.global_dim, L * 2 * G) if has_global else None
+        # local conditioning: mel frames -> small conv net at frame rate -> per-layer 2G
+        if cfg.n_mels:
+            self.melspec = torchaudio.transforms.MelSpectrogram(
+                sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+                n_mels=cfg.n_mels, f_min=0.0, f_max=cfg.sample_rate / 2, center=True,
+                pad_mode="constant", power=2.0)
+            C = cfg.mel_channels
+            self.mel_net = nn.Sequential(nn.Conv1d(cfg.n_mels, C, 3, padding=1), nn.Tanh(),
+                                         nn.Conv1d(C, C, 3, padding=1), nn.Tanh())
+            self.mel_null = nn.Parameter(torch.zeros(C))   # features when mel is absent
+            self.mel_proj = nn.Linear(C, L * 2 * G)
+        else:
+            self.melspec = self.mel_net = self.mel_null = self.mel_proj = None
+
+    # ------------------------------------------------------------ properties
+    @property
+    def receptive_field(self) -> int:
+        return self.cfg.receptive_field
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------ conditioning
+    def log_mel(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, T) codes -> (B, n_mels, T // hop + 1) log-mel frames of the decoded audio.
+
+        Frame f is centred on sample f * hop_length (center=True, zero padding).
+        """
+        if self.melspec is None:
+            raise ValueError("this model has no mel conditioning (n_mels=0)")
+        wave = mu_law_decode(codes).to(self.head2.weight.device)
+        mel = self.melspec(wave.float())
+        return (torch.log(mel.clamp_min(1e-5)) + 4.0) / 4.0   # roughly in [-2, 2]
+
+    def global_bias(self, cond: Conditioning, batch: int) -> torch.Tensor | None:
+        """(B, L, 2G) per-layer gate bias from digit/speaker labels, or None."""
+        if self.global_proj is None:
+            return None
+        g = 0
+        for emb, lab in ((self.digit_emb, cond.digit), (self.speaker_emb, cond.speaker)):
+            if emb is None:
+                continue
+            none = emb.num_embeddings - 1
+            if lab is None:
+                lab = torch.full((batch,), none, dtype=torch.long, device=emb.weight.device)
+            lab = torch.where(lab < 0, torch.full_like(lab, none), lab)
+            g = g + emb(lab)
+        return self.global_proj(g).view(batch, self.cfg.n_layers, -1)
+
+    def local_frames(self, cond: Conditioning, batch: int) -> torch.Tensor | None:
+        """(B, L, F, 2G) per-layer gate input at frame rate from mel frames, or None."""
+        if self.mel_proj is None:
+            return None
+        if cond.mel is None:
+            feats = self.mel_null.view(1, -1, 1).expand(batch, -1, 1)
+        else:
+            feats = self.mel_net(cond.mel)
+            if cond.mel_present is not None:
+                keep = cond.mel_present.view(-1, 1, 1)
+                feats = torch.where(keep, feats, self.mel_null.view(1, -1, 1).to(feats.dtype))
+        out = self.mel_proj(feats.transpose(1, 2))                     # (B, F, L*2G)
+        return out.view(batch, -1, self.cfg.n_layers, 2 * self.cfg.gate_channels).transpose(1, 2)
+
+    @staticmethod
+    def frame_weights(positions: torch.Tensor, hop: int, n_frames: int):
+        """Linear interpolation between frame centres: (f0, f1, alpha) for each position."""
+        f0 = torch.div(positions, hop, rounding_mode="floor").clamp_max(n_frames - 1)
+        f1 = (f0 + 1).clamp_max(n_frames - 1)
+        alpha = (positions - f0 * hop).float().div(hop).clamp(0.0, 1.0)
+        return f0, f1, alpha
+
+    # ------------------------------------------------------------ parallel pass
+    def forward(self, codes: torch.Tensor, cond: Conditioning | None = None) -> torch.Tensor:
+        """(B, T) codes -> (B, T, 256) logits; logits[:, t] predict codes[:, t] from codes[:, :t]."""
+        cond = cond or Conditioning()
+        B, T = codes.shape
+        R, G, k = self.cfg.residual_channels, self.cfg.gate_channels, self.cfg.kernel_size
+        inputs = F.pad(codes[:, :-1], (1, 0), value=SILENCE_CODE)   # shift right by one
+        h = self.embed(inputs)                                       # (B, T, R)
+        gbias = self.global_bias(cond, B)
+        frames = self.local_frames(cond, B)
+        if frames is not None:
+            pos = torch.arange(T, device=codes.device)
+            f0, f1, alpha = self.frame_weights(pos, self.cfg.hop_length, frames.shape[2])
+            alpha = alpha[:, None]
+        skip = 0
+        for l, (d, lin, rs) in enumerate(zip(self.cfg.dilations, self.dilated, self.res_skip)):
+            # causal dilated taps: x_{t - j*d} for j = k-1 .. 0, zeros before the start
+            padded = F.pad(h, (0, 0, (k - 1) * d, 0))
+            taps = torch.cat([padded[:, j * d: j * d + T] for j in range(k)], dim=-1)
+            z = lin(taps)
+            if gbias is not None:
+                z = z + gbias[:, l, None, :]
+            if frames is not None:
+                fl = frames[:, l]                                    # (B, F, 2G)
+                z = z + torch.lerp(fl[:, f0], fl[:, f1], alpha.to(fl.dtype))
+            a = torch.tanh(z[..., :G]) * torch.sigmoid(z[..., G:])
+            out = rs(a)
+            h = h + out[..., :R]
+            skip = skip + out[..., R:]
+        return self.head2(F.relu(self.head1(F.relu(skip))))
+
+
+def nll_bits(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Per-sample negative log2-likelihood, (B, T), from (B, T, 256) logits."""
+    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), codes.reshape(-1),
+                         reduction="none")
+    return ce.view(codes.shape) / math.log(2.0)
