@@ -42,6 +42,12 @@ class WaveNetConfig:
     p_drop_speaker: float = 0.2
     p_drop_mel: float = 0.5
 
+    def __post_init__(self):
+        if self.kernel_size < 2:
+            raise ValueError("kernel_size must be >= 2 (a dilated layer needs a past tap)")
+        if self.layers_per_stack < 1 or self.n_stacks < 1:
+            raise ValueError("need at least one layer")
+
     @property
     def n_layers(self) -> int:
         return self.layers_per_stack * self.n_stacks

@@ -1,0 +1,397 @@
+"""Fast incremental generation: a ring-buffer cache, decoding pieces over logits, beam search.
+
+The cache ("fast WaveNet"): every dilated layer needs its own input at t - j*d for the
+k-1 past taps. Those are known before the step starts, so one gather fetches the past
+taps of all layers and one batched matmul turns them into every layer's gate input;
+within the step each layer then does one small matmul for the current tap, the gate,
+and one fused residual+skip matmul. Work per step is O(layers), independent of the
+receptive field and of how much has been generated; memory is flat in length.
+
+Logging: at every step the NLL of the chosen code, the entropy and the varentropy are
+taken from the model's UNTEMPERED distribution p_t, because the typical set is defined
+by p, not by the distribution we happened to sample from. `sampled_nll_bits` is the
+NLL under the processed (tempered/truncated) distribution actually sampled.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .audio import N_CODES, SILENCE_CODE
+from .model import Conditioning, WaveNet
+from .typicality import DEFAULT_EPSILON, TypicalitySummary, chosen_nll_bits, step_stats, summarize
+
+CHUNK = 256   # steps between vectorized bookkeeping (stats, progress, noise refills)
+
+
+# ================================================================ decoding pieces
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """One stream's decoding: temperature 0 means greedy (argmax); None/1.0 disable a filter."""
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    typical_p: float | None = None
+
+    def __post_init__(self):
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        for name in ("top_p", "typical_p"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and 0 < v <= 1):
+                raise ValueError(f"{name} must be in (0, 1], got {v}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    @property
+    def name(self) -> str:
+        if self.greedy:
+            return "greedy"
+        parts = [f"tau{self.temperature:g}"]
+        for k in ("top_k", "top_p", "typical_p"):
+            if getattr(self, k) is not None:
+                parts.append(f"{k.replace('_', '')}{getattr(self, k):g}")
+        return "-".join(parts)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def settings_tensors(settings: list[DecodeSettings], device="cpu") -> dict[str, torch.Tensor]:
+    """Per-stream settings as tensors (B,), with neutral values where a filter is off."""
+    return {
+        "temperature": torch.tensor([s.temperature for s in settings], device=device),
+        "top_k": torch.tensor([s.top_k or N_CODES for s in settings], device=device),
+        "top_p": torch.tensor([s.top_p or 1.0 for s in settings], device=device),
+        "typical_p": torch.tensor([s.typical_p or 1.0 for s in settings], device=device),
+    }
+
+
+NEG_INF = float("-inf")
+
+
+def apply_temperature(logits, temperature):
+    """logits / tau per row; tau = 0 rows are left as they are (greedy takes the argmax)."""
+    t = temperature.to(logits.dtype).unsqueeze(-1)
+    return logits / torch.where(t > 0, t, torch.ones_like(t))
+
+
+def apply_greedy(logits, temperature):
+    """tau = 0 rows become a point mass on their argmax (0 there, -inf elsewhere)."""
+    rows = temperature == 0
+    if not bool(rows.any()):
+        return logits
+    point = torch.full_like(logits, NEG_INF).scatter(-1, logits.argmax(-1, keepdim=True), 0.0)
+    return torch.where(rows.unsqueeze(-1), point, logits)
+
+
+def apply_top_k(logits, top_k):
+    """Keep the k largest logits per row (k = 256 keeps all)."""
+    kth = logits.sort(-1, descending=True).values.gather(-1, (top_k.long() - 1).clamp(0, N_CODES - 1).unsqueeze(-1))
+    return logits.masked_fill(logits < kth, NEG_INF)
+
+
+def apply_top_p(logits, top_p):
+    """Nucleus: keep the smallest set of most likely codes whose probability reaches p."""
+    sorted_logits, order = logits.sort(-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    before = probs.cumsum(-1) - probs                 # mass strictly before each code
+    drop_sorted = before >= top_p.to(probs.dtype).unsqueeze(-1)
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, NEG_INF)
+
+
+def apply_typical_p(logits, typical_p):
+    """Locally typical sampling (Meister et al. 2023): keep codes whose surprisal is closest
+    to the entropy until their mass reaches p."""
+    logp = logits.log_softmax(-1)
+    p = logp.exp()
+    ent = -(torch.where(p > 0, p * logp, torch.zeros_like(p))).sum(-1, keepdim=True)
+    dist = (-logp - ent).abs()
+    sorted_dist, order = dist.sort(-1)
+    sp = p.gather(-1, order)
+    before = sp.cumsum(-1) - sp
+    drop_sorted = before >= typical_p.to(p.dtype).unsqueeze(-1)
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, NEG_INF)
+
+
+def process_logits(logits: torch.Tensor, st: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The distribution each stream samples from, as logits (-inf = excluded):
+    temperature, then top-k, top-p and typical-p on the tempered distribution, then greedy."""
+    out = apply_temperature(logits, st["temperature"])
+    if bool((st["top_k"] < N_CODES).any()):
+        out = apply_top_k(out, st["top_k"])
+    if bool((st["top_p"] < 1).any()):
+        out = apply_top_p(out, st["top_p"])
+    if bool((st["typical_p"] < 1).any()):
+        out = apply_typical_p(out, st["typical_p"])
+    return apply_greedy(out, st["temperature"])
+
+
+def needs_truncation(st: dict[str, torch.Tensor]) -> bool:
+    return bool((st["top_k"] < N_CODES).any() or (st["top_p"] < 1).any()
+                or (st["typical_p"] < 1).any())
+
+
+# ================================================================ the cache
+
+class GenerationCache:
+    """Ring buffers of every layer's past inputs plus preallocated step buffers.
+
+    `step(x)` consumes the codes x_{t-1} (B,) and returns the logits for x_t (B, 256):
+    exactly what the parallel forward pass gives at position t.
+    """
+
+    @torch.inference_mode()
+    def __init__(self, model: WaveNet, batch: int, cond: Conditioning | None = None):
+        cfg = model.cfg
+        p = next(model.parameters())
+        dev, dt = p.device, p.dtype
+        self.B, self.L, self.k = batch, cfg.n_layers, cfg.kernel_size
+        R, G, S = cfg.residual_channels, cfg.gate_channels, cfg.skip_channels
+        self.R, self.G = R, G
+        k, L = self.k, self.L
+        # sigmoid(z) = (1 + tanh(z/2)) / 2: halving the sigmoid half of every gate input lets
+        # one tanh serve both halves; the remaining 1/2 is folded into the res/skip weights.
+        half = torch.ones(2 * G, device=dev, dtype=dt)
+        half[G:] = 0.5
+        W = torch.stack([m.weight for m in model.dilated]) * half[None, :, None]  # (L, 2G, kR)
+        self.w_cur = W[:, :, (k - 1) * R:].transpose(1, 2).contiguous()           # (L, R, 2G)
+        # past taps: column block j of W multiplies x_{t-(k-1-j)d}; lag m = k-1-j = 1..k-1
+        self.w_past = [W[:, :, (k - 1 - m) * R:(k - m) * R].transpose(1, 2).contiguous()
+                       for m in range(1, k)]                                       # (L, R, 2G)
+        self.w_rs = torch.stack([m.weight.t() * 0.5 for m in model.res_skip]).contiguous()  # (L, G, R+S)
+        self.b_rs = torch.stack([m.bias for m in model.res_skip]).unsqueeze(1).expand(L, batch, R + S).contiguous()
+        self.w_h1, self.b_h1 = model.head1.weight.t().contiguous(), model.head1.bias.expand(batch, -1).contiguous()
+        self.w_h2, self.b_h2 = model.head2.weight.t().contiguous(), model.head2.bias.expand(batch, -1).contiguous()
+        self.embed = model.embed.weight
+
+        # conditioning -> per-step gate bias (L, B, 2G), already scaled like the weights
+        cond = cond or Conditioning()
+        base = torch.stack([m.bias for m in model.dilated])[:, None, :].expand(L, batch, 2 * G)
+        g = model.global_bias(cond, batch)
+        if g is not None:
+            base = base + g.transpose(0, 1)
+        frames = model.local_frames(cond, batch)                      # (B, L, F, 2G) or None
+        if frames is not None:
+            fr = frames.permute(2, 1, 0, 3) + base.unsqueeze(0)       # (F, L, B, 2G)
+            self.frames = (fr * half).contiguous()
+            self.const_bias = None
+        else:
+            self.frames = None
+            self.const_bias = (base * half).contiguous()
+        self.hop = cfg.hop_length
+
+        # ring buffer of layer inputs: position t % P holds every layer's input at time t
+        max_lag = (k - 1) * max(cfg.dilations)
+        self.P = 1 << max(1, math.ceil(math.log2(max_lag + 1)))
+        self.buf = torch.zeros(L, self.P, batch, R, device=dev, dtype=dt)
+        lags = torch.tensor(cfg.dilations, device=dev)
+        # index table: row (t mod P) -> flat rows of buf holding the lag-m inputs of every layer
+        t = torch.arange(self.P, device=dev)[:, None]
+        base_rows = torch.arange(L, device=dev)[None, :] * self.P
+        self.idx = [((t - m * lags[None, :]) % self.P + base_rows).contiguous() for m in range(1, k)]
+        # preallocated step buffers
+        self.H = torch.zeros(L + 1, batch, R, device=dev, dtype=dt)   # layer inputs (+ last out)
+        self.RS = torch.zeros(L, batch, R + S, device=dev, dtype=dt)
+        self.zpre = torch.zeros(L, batch, 2 * G, device=dev, dtype=dt)
+        self.z = torch.zeros(batch, 2 * G, device=dev, dtype=dt)
+        self.a = torch.zeros(batch, G, device=dev, dtype=dt)
+        self.past = [torch.zeros(L, batch, R, device=dev, dtype=dt) for _ in range(1, k)]
+        self.skip = torch.zeros(batch, S, device=dev, dtype=dt)
+        self.h1 = torch.zeros(batch, cfg.head_channels, device=dev, dtype=dt)
+        self.cond_t = torch.zeros(L, batch, 2 * G, device=dev, dtype=dt)
+        self.t = 0
+
+    def step(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed x_{t-1} (B,) int64; return logits for x_t (B, 256) (written into `out` if given)."""
+        t, P, R, G, L = self.t, self.P, self.R, self.G, self.L
+        flat = self.buf.view(L * P, self.B, R)
+        # gate bias for this step: constant, or interpolated between mel frames
+        if self.frames is None:
+            bias = self.const_bias
+        else:
+            F_ = self.frames.shape[0]
+            f0 = min(t // self.hop, F_ - 1)
+            f1 = min(f0 + 1, F_ - 1)
+            alpha = min(max((t - f0 * self.hop) / self.hop, 0.0), 1.0)
+            bias = torch.lerp(self.frames[f0], self.frames[f1], alpha, out=self.cond_t)
+        # all layers' past-tap contributions at once
+        zpre = self.zpre
+        for m in range(self.k - 1):
+            torch.index_select(flat, 0, self.idx[m][t % P], out=self.past[m])
+            if m == 0:
+                torch.baddbmm(bias, self.past[0], self.w_past[0], out=zpre)
+            else:
+                zpre.baddbmm_(self.past[m], self.w_past[m])
+        H, RS, z, a = self.H, self.RS, self.z, self.a
+        torch.index_select(self.embed, 0, x, out=H[0])
+        for l in range(L):
+            torch.addmm(zpre[l], H[l], self.w_cur[l], out=z)
+            z.tanh_()
+            torch.addcmul(z[:, :G], z[:, :G], z[:, G:], out=a)     # tanh * 2*sigmoid
+            torch.addmm(self.b_rs[l], a, self.w_rs[l], out=RS[l])
+            torch.add(H[l], RS[l, :, :R], out=H[l + 1])
+        self.buf[:, t % P] = H[:L]
+        torch.sum(RS[:, :, R:], dim=0, out=self.skip)
+        self.skip.relu_()
+        torch.addmm(self.b_h1, self.skip, self.w_h1, out=self.h1)
+        self.h1.relu_()
+        if out is None:
+            out = torch.empty(self.B, N_CODES, dtype=self.h1.dtype, device=self.h1.device)
+        torch.addmm(self.b_h2, self.h1, self.w_h2, out=out)
+        self.t += 1
+        return out
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Make stream i continue stream index[i]'s history (beam search)."""
+        self.buf = self.buf.index_select(2, index)
+
+
+# ================================================================ results
+
+@dataclass
+class GenerationResult:
+    """One generated (or teacher-forced) stream and its per-step logs."""
+    codes: np.ndarray               # (T,) int64
+    nll_bits: np.ndarray            # (T,) under the untempered model distribution
+    entropy_bits: np.ndarray        # (T,)
+    varentropy_bits2: np.ndarray    # (T,)
+    sampled_nll_bits: np.ndarray    # (T,) under the distribution actually sampled
+    settings: DecodeSettings
+    prime_len: int = 0              # the first prime_len codes were teacher-forced
+    info: dict = field(default_factory=dict)
+
+    def summary(self, epsilon: float = DEFAULT_EPSILON) -> TypicalitySummary:
+        """Typicality over the generated part (teacher-forced priming excluded)."""
+        s = slice(self.prime_len, None)
+        return summarize(self.nll_bits[s], self.entropy_bits[s], self.varentropy_bits2[s], epsilon)
+
+
+def _gumbel(shape, generator, device) -> torch.Tensor:
+    u = torch.rand(shape, generator=generator, device=device).clamp_(1e-10, 1.0 - 1e-7)
+    return -torch.log(-torch.log(u))
+
+
+@torch.inference_mode()
+def generate(model: WaveNet, settings: list[DecodeSettings], n_samples: int,
+             cond: Conditioning | None = None, prime: torch.Tensor | None = None,
+             seed: int = 0, progress: bool = False, chunk: int = CHUNK) -> list[GenerationResult]:
+    """Generate len(settings) streams of n_samples codes side by side, one setting per stream.
+
+    prime: (B, P) codes teacher-forced as the first P outputs (the model continues after).
+    Sampling is Gumbel-max over the processed logits: argmax(logits' + g) ~ softmax(logits').
+    """
+    B = len(settings)
+    if B == 0 or n_samples <= 0:
+        raise ValueError("need at least one stream and n_samples > 0")
+    dev = next(model.parameters()).device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    st = settings_tensors(settings, dev)
+    truncating = needs_truncation(st)
+    inv_tau = torch.where(st["temperature"] > 0, 1.0 / st["temperature"].clamp_min(1e-30),
+                          torch.ones_like(st["temperature"])).unsqueeze(-1)
+    noise_on = (st["temperature"] > 0).float().unsqueeze(-1)          # greedy rows: no noise
+    P = 0 if prime is None else int(prime.shape[1])
+    if prime is not None:
+        prime = prime.to(dev).long().expand(B, -1)
+    cache = GenerationCache(model, B, cond)
+    codes = torch.empty(n_samples, B, dtype=torch.long, device=dev)
+    logs = {k: torch.empty(n_samples, B) for k in ("nll", "ent", "var", "snll")}
+    lg = torch.empty(chunk, B, N_CODES, device=dev)
+    score = torch.empty(B, N_CODES, device=dev)
+    x = torch.full((B,), SILENCE_CODE, dtype=torch.long, device=dev)
+    bar = tqdm(total=n_samples * B, disable=not progress, unit="smp", unit_scale=True,
+               desc=f"generating {B}x{n_samples}", dynamic_ncols=True)
+    for c0 in range(0, n_samples, chunk):
+        c1 = min(n_samples, c0 + chunk)
+        noise = _gumbel((c1 - c0, B, N_CODES), gen, dev) * noise_on
+        for t in range(c0, c1):
+            out = cache.step(x, out=lg[t - c0])
+            if t < P:
+                x = prime[:, t]
+            elif truncating:
+                x = torch.argmax(process_logits(out, st) + noise[t - c0], dim=-1)
+            else:  # temperature / greedy only: one fused op then argmax
+                torch.addcmul(noise[t - c0], out, inv_tau, out=score)
+                x = torch.argmax(score, dim=-1)
+            codes[t] = x
+        # vectorized bookkeeping for the chunk: stats of the untempered distribution
+        chunk_logits, chunk_codes = lg[: c1 - c0], codes[c0:c1]
+        nll, ent, var = step_stats(chunk_logits, chunk_codes)
+        flat_st = {k: v.repeat(c1 - c0) for k, v in st.items()}
+        snll = chosen_nll_bits(process_logits(chunk_logits.reshape(-1, N_CODES), flat_st),
+                               chunk_codes.reshape(-1)).view(c1 - c0, B)
+        for key, val in (("nll", nll), ("ent", ent), ("var", var), ("snll", snll)):
+            logs[key][c0:c1] = val.cpu()
+        if P > c0:  # teacher-forced steps were not sampled
+            logs["snll"][c0:min(P, c1)] = float("nan")
+        bar.update((c1 - c0) * B)
+    bar.close()
+    codes = codes.cpu()
+    return [GenerationResult(codes[:, b].numpy(), logs["nll"][:, b].numpy(), logs["ent"][:, b].numpy(),
+                             logs["var"][:, b].numpy(), logs["snll"][:, b].numpy(), settings[b], P)
+            for b in range(B)]
+
+
+@torch.inference_mode()
+def teacher_forced_logits(model: WaveNet, codes: torch.Tensor, cond: Conditioning | None = None) -> torch.Tensor:
+    """Run the cache over known codes (B, T) -> (B, T, 256) logits (for exactness checks)."""
+    B, T = codes.shape
+    cache = GenerationCache(model, B, cond)
+    out = torch.empty(T, B, N_CODES)
+    x = torch.full((B,), SILENCE_CODE, dtype=torch.long)
+    for t in range(T):
+        cache.step(x, out=out[t])
+        x = codes[:, t]
+    return out.transpose(0, 1)
+
+
+@torch.inference_mode()
+def beam_search(model: WaveNet, width: int, n_samples: int, cond: Conditioning | None = None,
+                progress: bool = False) -> GenerationResult:
+    """Beam search for the most likely continuation: score = summed log-probability under the
+    model. `cond` describes ONE stream; it is repeated across the beams."""
+    if width < 1:
+        raise ValueError("beam width must be >= 1")
+    cond = cond or Conditioning()
+    rep = Conditioning(*(None if v is None else v.expand(width, *v.shape[1:]).contiguous()
+                         for v in (cond.digit, cond.speaker, cond.mel, cond.mel_present)))
+    cache = GenerationCache(model, width, rep)
+    scores = torch.full((width,), float("-inf"))
+    scores[0] = 0.0                                   # all beams start identical: use beam 0
+    parents = torch.empty(n_samples, width, dtype=torch.long)
+    tokens = torch.empty(n_samples, width, dtype=torch.long)
+    stats = torch.empty(3, n_samples, width)
+    x = torch.full((width,), SILENCE_CODE, dtype=torch.long)
+    for t in tqdm(range(n_samples), disable=not progress, desc=f"beam search W={width}", unit="smp"):
+        logits = cache.step(x)
+        logp = torch.log_softmax(logits.float(), -1)
+        top, flat = (scores[:, None] + logp).view(-1).topk(width)
+        parent, tok = flat // N_CODES, flat % N_CODES
+        nll, ent, var = step_stats(logits[parent], tok)
+        parents[t], tokens[t], stats[:, t] = parent, tok, torch.stack([nll, ent, var])
+        cache.reorder(parent)
+        scores, x = top, tok
+    # backtrack the best final beam
+    b = int(scores.argmax())
+    path = torch.empty(n_samples, dtype=torch.long)
+    st = torch.empty(3, n_samples)
+    for t in range(n_samples - 1, -1, -1):
+        path[t], st[:, t] = tokens[t, b], stats[:, t, b]
+        b = int(parents[t, b])
+    res = GenerationResult(path.numpy(), st[0].numpy(), st[1].numpy(), st[2].numpy(),
+                           np.full(n_samples, np.nan, dtype=np.float32),
+                           DecodeSettings(temperature=0.0), 0,
+                           info={"beam": width, "log2_prob": float(scores.max()) / math.log(2)})
+    return res
