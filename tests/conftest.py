@@ -59,3 +59,18 @@ def fsdd_dir():
             pytest.fail("FSDD not found beside the repository (../shared/data/fsdd) in CI")
         pytest.skip("FSDD not present on this machine")
     return d
+
+
+def save_tiny_checkpoint(path, **cfg_kw) -> Path:
+    """A randomly initialised tiny model saved in the checkpoint format."""
+    from wavetyp.checkpoint import FORMAT, VERSION, save_atomic
+    torch.manual_seed(0)
+    cfg = tiny_config(**cfg_kw)
+    save_atomic({"format": FORMAT, "version": VERSION, "config": cfg.to_dict(),
+                 "model": WaveNet(cfg).state_dict(), "step": 0}, path)
+    return Path(path)
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    return save_tiny_checkpoint(tmp_path / "tiny.pt")

@@ -105,7 +105,8 @@ def apply_top_p(logits, top_p):
     sorted_logits, order = logits.sort(-1, descending=True)
     probs = sorted_logits.softmax(-1)
     before = probs.cumsum(-1) - probs                 # mass strictly before each code
-    drop_sorted = before >= top_p.to(probs.dtype).unsqueeze(-1)
+    p = top_p.to(probs.dtype).unsqueeze(-1)
+    drop_sorted = (before >= p) & (p < 1)             # p = 1 keeps everything, despite rounding
     drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, NEG_INF)
 
@@ -120,7 +121,8 @@ def apply_typical_p(logits, typical_p):
     sorted_dist, order = dist.sort(-1)
     sp = p.gather(-1, order)
     before = sp.cumsum(-1) - sp
-    drop_sorted = before >= typical_p.to(p.dtype).unsqueeze(-1)
+    tp = typical_p.to(p.dtype).unsqueeze(-1)
+    drop_sorted = (before >= tp) & (tp < 1)
     drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, NEG_INF)
 
@@ -152,7 +154,7 @@ class GenerationCache:
     exactly what the parallel forward pass gives at position t.
     """
 
-    @torch.inference_mode()
+    @torch.no_grad()   # plain tensors (not inference tensors), so step() works in any mode
     def __init__(self, model: WaveNet, batch: int, cond: Conditioning | None = None):
         cfg = model.cfg
         p = next(model.parameters())
@@ -174,7 +176,7 @@ class GenerationCache:
         self.b_rs = torch.stack([m.bias for m in model.res_skip]).unsqueeze(1).expand(L, batch, R + S).contiguous()
         self.w_h1, self.b_h1 = model.head1.weight.t().contiguous(), model.head1.bias.expand(batch, -1).contiguous()
         self.w_h2, self.b_h2 = model.head2.weight.t().contiguous(), model.head2.bias.expand(batch, -1).contiguous()
-        self.embed = model.embed.weight
+        self.embed = model.embed.weight.detach()
 
         # conditioning -> per-step gate bias (L, B, 2G), already scaled like the weights
         cond = cond or Conditioning()

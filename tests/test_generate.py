@@ -1,0 +1,145 @@
+"""Incremental generation: exactness, decoding pieces, seeding, priming, beams."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from wavetyp.audio import SILENCE_CODE
+from wavetyp.generate import (DecodeSettings, GenerationCache, apply_top_k, apply_top_p,
+                              apply_typical_p, beam_search, generate, process_logits,
+                              settings_tensors, teacher_forced_logits)
+from wavetyp.model import Conditioning, WaveNet
+from wavetyp.typicality import step_stats
+
+from conftest import tiny_config
+
+
+def conditionings(model, codes):
+    B = codes.shape[0]
+    mel = model.log_mel(codes)
+    return {
+        "none": None,
+        "digit": Conditioning(digit=torch.arange(B) % 10),
+        "speaker": Conditioning(speaker=torch.arange(B) % 2),
+        "label": Conditioning(torch.arange(B) % 10, torch.arange(B) % 2),
+        "mel": Conditioning(mel=mel),
+        "all+dropped-mel": Conditioning(torch.arange(B) % 10, torch.arange(B) % 2, mel,
+                                        torch.arange(B) % 2 == 0),
+    }
+
+
+@pytest.mark.parametrize("kernel_size", [2, 3])
+def test_incremental_equals_parallel_for_every_conditioning(kernel_size):
+    torch.manual_seed(1)
+    model = WaveNet(tiny_config(kernel_size=kernel_size)).eval()
+    codes = torch.randint(0, 256, (3, 3 * model.cfg.receptive_field + 17))
+    for name, cond in conditionings(model, codes).items():
+        with torch.no_grad():
+            par = model(codes, cond)
+        inc = teacher_forced_logits(model, codes, cond)
+        err = (par - inc).abs().max().item()
+        assert err <= 1e-4, (name, err)
+
+
+def test_generated_codes_rescore_identically(tiny_model):
+    """Stats logged while sampling equal those of the parallel pass over the same codes."""
+    res = generate(tiny_model, [DecodeSettings(1.0), DecodeSettings(0.5)], 300, seed=3)
+    for r in res:
+        with torch.no_grad():
+            logits = tiny_model(torch.from_numpy(r.codes)[None])[0]
+        nll, ent, var = step_stats(logits, torch.from_numpy(r.codes))
+        assert np.allclose(r.nll_bits, nll.numpy(), atol=1e-4)
+        assert np.allclose(r.entropy_bits, ent.numpy(), atol=1e-4)
+        assert np.allclose(r.varentropy_bits2, var.numpy(), atol=1e-3)
+
+
+def test_same_seed_same_codes_different_seed_different(tiny_model):
+    s = [DecodeSettings(1.0), DecodeSettings(0.7, top_p=0.9)]
+    a = generate(tiny_model, s, 200, seed=7)
+    b = generate(tiny_model, s, 200, seed=7)
+    c = generate(tiny_model, s, 200, seed=8)
+    assert all(np.array_equal(x.codes, y.codes) for x, y in zip(a, b))
+    assert not np.array_equal(a[0].codes, c[0].codes)
+
+
+def test_greedy_stream_is_the_argmax_path_and_per_stream_settings_mix(tiny_model):
+    res = generate(tiny_model, [DecodeSettings(0.0), DecodeSettings(1.0), DecodeSettings(0.5)], 150, seed=0)
+    greedy = torch.from_numpy(res[0].codes)
+    with torch.no_grad():
+        logits = tiny_model(greedy[None])[0]
+    assert torch.equal(logits.argmax(-1), greedy)
+    assert np.all(res[0].sampled_nll_bits == 0)          # a point mass: log2(1) = 0
+    assert not np.array_equal(res[0].codes, res[1].codes)
+
+
+def test_sampled_nll_is_under_the_tempered_distribution(tiny_model):
+    r = generate(tiny_model, [DecodeSettings(0.5)], 100, seed=0)[0]
+    with torch.no_grad():
+        logits = tiny_model(torch.from_numpy(r.codes)[None])[0]
+    logq = torch.log_softmax(logits / 0.5, -1).gather(-1, torch.from_numpy(r.codes)[:, None])[:, 0]
+    assert np.allclose(r.sampled_nll_bits, (-logq / math.log(2)).numpy(), atol=1e-3)
+
+
+def test_gumbel_sampling_matches_the_distribution(tiny_model):
+    """Many streams, one step: code frequencies follow softmax(logits / tau)."""
+    n = 4000
+    res = generate(tiny_model, [DecodeSettings(2.0)] * n, 1, seed=0)
+    first = np.array([r.codes[0] for r in res])
+    with torch.no_grad():
+        logits = tiny_model(torch.full((1, 1), SILENCE_CODE))[0, 0]
+    p = torch.softmax(logits / 2.0, -1).numpy()
+    freq = np.bincount(first, minlength=256) / n
+    assert np.abs(freq - p).sum() / 2 < 0.1              # total variation distance
+
+
+def test_filters_keep_the_right_codes():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05] + [1e-9] * 252]))
+    k = apply_top_k(logits, torch.tensor([2]))
+    assert torch.isfinite(k[0]).sum() == 2
+    p = apply_top_p(logits, torch.tensor([0.7]))          # 0.5 < 0.7 <= 0.8: keeps 2
+    assert torch.isfinite(p[0]).sum() == 2 and torch.isfinite(p[0, :2]).all()
+    p1 = apply_top_p(logits, torch.tensor([1.0]))
+    assert torch.isfinite(p1).all()
+    t = apply_typical_p(logits, torch.tensor([0.2]))      # keeps the code closest to the entropy
+    assert torch.isfinite(t[0]).sum() >= 1
+    st = settings_tensors([DecodeSettings(0.0), DecodeSettings(1.0, top_k=3)])
+    both = process_logits(logits.expand(2, -1), st)
+    assert torch.isfinite(both[0]).sum() == 1 and torch.isfinite(both[1]).sum() == 3
+
+
+def test_invalid_settings_are_rejected():
+    for bad in (dict(temperature=-1), dict(temperature=float("nan")), dict(top_k=0),
+                dict(top_p=0), dict(top_p=1.5), dict(typical_p=-0.1)):
+        with pytest.raises(ValueError):
+            DecodeSettings(**bad)
+
+
+def test_priming_teacher_forces_the_start(tiny_model):
+    prime = torch.randint(0, 256, (40,))
+    r = generate(tiny_model, [DecodeSettings(1.0)], 100, prime=prime[None], seed=0)[0]
+    assert np.array_equal(r.codes[:40], prime.numpy()) and r.prime_len == 40
+    assert np.isnan(r.sampled_nll_bits[:40]).all() and np.isfinite(r.sampled_nll_bits[40:]).all()
+    assert r.summary().n == 60
+
+
+def test_cache_memory_is_flat_in_length(tiny_model):
+    cache = GenerationCache(tiny_model, 2)
+    size0 = cache.buf.numel()
+    x = torch.full((2,), SILENCE_CODE)
+    for _ in range(5 * cache.P):
+        cache.step(x)
+    assert cache.buf.numel() == size0 and cache.P >= tiny_model.cfg.receptive_field // 2
+
+
+def test_beam_search_finds_at_least_the_greedy_likelihood(tiny_model):
+    n = 60
+    greedy = generate(tiny_model, [DecodeSettings(0.0)], n)[0]
+    beam = beam_search(tiny_model, 4, n)
+    assert beam.nll_bits.sum() <= greedy.nll_bits.sum() + 1e-3
+    assert abs(-beam.info["log2_prob"] - beam.nll_bits.sum()) < 1e-2
+    # the path's logged stats are those of the parallel pass over it
+    with torch.no_grad():
+        logits = tiny_model(torch.from_numpy(beam.codes)[None])[0]
+    nll, _, _ = step_stats(logits, torch.from_numpy(beam.codes))
+    assert np.allclose(beam.nll_bits, nll.numpy(), atol=1e-3)
