@@ -172,8 +172,16 @@ class GenerationCache:
         # past taps: column block j of W multiplies x_{t-(k-1-j)d}; lag m = k-1-j = 1..k-1
         self.w_past = [W[:, :, (k - 1 - m) * R:(k - m) * R].transpose(1, 2).contiguous()
                        for m in range(1, k)]                                       # (L, R, 2G)
-        self.w_rs = torch.stack([m.weight.t() * 0.5 for m in model.res_skip]).contiguous()  # (L, G, R+S)
-        self.b_rs = torch.stack([m.bias for m in model.res_skip]).unsqueeze(1).expand(L, batch, R + S).contiguous()
+        # Each layer's gate output a_l gets a constant 1 appended (A[:, l, G] = 1), so one
+        # addmm gives h_{l+1} = h_l + a_l W_res + b_res, and one matmul over all layers'
+        # [a_l, 1] gives the summed skip outputs plus their biases.
+        w_res, w_skip = [], []
+        for m in model.res_skip:
+            w_aug = torch.cat([m.weight.t() * 0.5, m.bias[None]], 0)                 # (G+1, R+S)
+            w_res.append(w_aug[:, :R])
+            w_skip.append(w_aug[:, R:])
+        self.w_res = torch.stack(w_res).contiguous()                                 # (L, G+1, R)
+        self.w_skip = torch.cat(w_skip, 0).contiguous()                              # (L*(G+1), S)
         self.w_h1, self.b_h1 = model.head1.weight.t().contiguous(), model.head1.bias.expand(batch, -1).contiguous()
         self.w_h2, self.b_h2 = model.head2.weight.t().contiguous(), model.head2.bias.expand(batch, -1).contiguous()
         self.embed = model.embed.weight.detach()
@@ -205,10 +213,10 @@ class GenerationCache:
         self.idx = [((t - m * lags[None, :]) % self.P + base_rows).contiguous() for m in range(1, k)]
         # preallocated step buffers
         self.H = torch.zeros(L + 1, batch, R, device=dev, dtype=dt)   # layer inputs (+ last out)
-        self.RS = torch.zeros(L, batch, R + S, device=dev, dtype=dt)
+        self.A = torch.zeros(batch, L, G + 1, device=dev, dtype=dt)    # gate outputs, + ones
+        self.A[:, :, G] = 1.0
         self.zpre = torch.zeros(L, batch, 2 * G, device=dev, dtype=dt)
         self.z = torch.zeros(batch, 2 * G, device=dev, dtype=dt)
-        self.a = torch.zeros(batch, G, device=dev, dtype=dt)
         self.past = [torch.zeros(L, batch, R, device=dev, dtype=dt) for _ in range(1, k)]
         self.skip = torch.zeros(batch, S, device=dev, dtype=dt)
         self.h1 = torch.zeros(batch, cfg.head_channels, device=dev, dtype=dt)
@@ -236,16 +244,15 @@ class GenerationCache:
                 torch.baddbmm(bias, self.past[0], self.w_past[0], out=zpre)
             else:
                 zpre.baddbmm_(self.past[m], self.w_past[m])
-        H, RS, z, a = self.H, self.RS, self.z, self.a
+        H, A, z = self.H, self.A, self.z
         torch.index_select(self.embed, 0, x, out=H[0])
         for l in range(L):
             torch.addmm(zpre[l], H[l], self.w_cur[l], out=z)
             z.tanh_()
-            torch.addcmul(z[:, :G], z[:, :G], z[:, G:], out=a)     # tanh * 2*sigmoid
-            torch.addmm(self.b_rs[l], a, self.w_rs[l], out=RS[l])
-            torch.add(H[l], RS[l, :, :R], out=H[l + 1])
+            torch.addcmul(z[:, :G], z[:, :G], z[:, G:], out=A[:, l, :G])   # tanh * 2*sigmoid
+            torch.addmm(H[l], A[:, l], self.w_res[l], out=H[l + 1])
         self.buf[:, t % P] = H[:L]
-        torch.sum(RS[:, :, R:], dim=0, out=self.skip)
+        torch.mm(A.view(self.B, -1), self.w_skip, out=self.skip)
         self.skip.relu_()
         torch.addmm(self.b_h1, self.skip, self.w_h1, out=self.h1)
         self.h1.relu_()
@@ -285,15 +292,37 @@ def _gumbel(shape, generator, device) -> torch.Tensor:
     return -torch.log(-torch.log(u))
 
 
-@torch.inference_mode()
+class step_threads:
+    """Run the step loop with few threads: per-step matrices are tiny, and on a busy CPU
+    a second OpenMP thread costs far more in synchronisation than it gains (measured in
+    `python -m wavetyp.bench`). Large batches keep the caller's thread count."""
+
+    def __init__(self, batch: int, threads: int | None = None):
+        self.n = threads or (1 if batch < 64 else torch.get_num_threads())
+
+    def __enter__(self):
+        self.old = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.old)
+
+
 def generate(model: WaveNet, settings: list[DecodeSettings], n_samples: int,
              cond: Conditioning | None = None, prime: torch.Tensor | None = None,
-             seed: int = 0, progress: bool = False, chunk: int = CHUNK) -> list[GenerationResult]:
+             seed: int = 0, progress: bool = False, chunk: int = CHUNK,
+             threads: int | None = None) -> list[GenerationResult]:
     """Generate len(settings) streams of n_samples codes side by side, one setting per stream.
 
     prime: (B, P) codes teacher-forced as the first P outputs (the model continues after).
     Sampling is Gumbel-max over the processed logits: argmax(logits' + g) ~ softmax(logits').
+    threads: torch threads for the step loop (default: 1 below 64 streams).
     """
+    with step_threads(len(settings), threads), torch.inference_mode():
+        return _generate(model, settings, n_samples, cond, prime, seed, progress, chunk)
+
+
+def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
     B = len(settings)
     if B == 0 or n_samples <= 0:
         raise ValueError("need at least one stream and n_samples > 0")
@@ -359,11 +388,15 @@ def teacher_forced_logits(model: WaveNet, codes: torch.Tensor, cond: Conditionin
     return out.transpose(0, 1)
 
 
-@torch.inference_mode()
 def beam_search(model: WaveNet, width: int, n_samples: int, cond: Conditioning | None = None,
                 progress: bool = False) -> GenerationResult:
     """Beam search for the most likely continuation: score = summed log-probability under the
     model. `cond` describes ONE stream; it is repeated across the beams."""
+    with step_threads(width), torch.inference_mode():
+        return _beam_search(model, width, n_samples, cond, progress)
+
+
+def _beam_search(model, width, n_samples, cond, progress):
     if width < 1:
         raise ValueError("beam width must be >= 1")
     cond = cond or Conditioning()
