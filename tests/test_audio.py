@@ -82,3 +82,12 @@ def test_rms_dbfs():
     assert rms_dbfs(np.ones(10)) == pytest.approx(0.0)
     assert rms_dbfs(np.full(10, 0.1)) == pytest.approx(-20.0)
     assert rms_dbfs(np.zeros(10)) == pytest.approx(-200.0)
+
+
+def test_implausible_sample_rate_in_header_is_rejected(tmp_path):
+    sf.write(str(tmp_path / "r.wav"), np.zeros(100, dtype=np.float32), 8000, subtype="PCM_16")
+    data = bytearray((tmp_path / "r.wav").read_bytes())
+    data[24:28] = (2**31 - 1).to_bytes(4, "little")          # the fmt chunk's sample rate
+    (tmp_path / "r.wav").write_bytes(bytes(data))
+    with pytest.raises(AudioError):
+        load_audio(tmp_path / "r.wav", 8000)
