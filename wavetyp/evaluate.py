@@ -38,6 +38,11 @@ def evaluate_nll(model: WaveNet, utts: list[Utterance], level: str = "none",
     """Mean NLL (bits/sample) over every real sample of `utts`; padding never counts."""
     from tqdm import tqdm
     model.eval()
+    if level in ("mel", "all"):
+        # mel frames of a padded batch would see the padding through the frame-level convs
+        # near each file's end: score such files one at a time so results do not depend on
+        # which files share a batch
+        batch_size = 1
     tot, n = 0.0, 0
     per_digit = defaultdict(lambda: [0.0, 0])
     batches = list(full_batches(utts, batch_size))
