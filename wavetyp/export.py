@@ -79,6 +79,9 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="float16", choices=("float16", "float32"))
     p.add_argument("--notes", default=None, help="a markdown file appended as the card's notes")
     p.add_argument("--json", default=None, help="also write the evaluation results here")
+    p.add_argument("--results", default=None,
+                   help="use these results (JSON from `wavetyp.evaluate --conditioning each --json`) "
+                        "instead of evaluating again")
     p.add_argument("--debug", action="store_true")
 
     def body(a):
@@ -87,8 +90,14 @@ def main(argv=None) -> int:
             raise UsageError(f"{run / a.which} not found")
         out = export_weights(run / a.which, a.out, getattr(torch, a.dtype))
         model, _ = load_model(a.out)
-        corpus = load_corpus("fsdd", sample_rate=model.cfg.sample_rate)
-        results = [evaluate_nll(model, corpus.test, lv, 16, progress=True) for lv in CONDITIONING_LEVELS]
+        if a.results:
+            results = json.loads(Path(a.results).read_text())
+            for r in results:
+                r["per_digit"] = {int(k): v for k, v in r["per_digit"].items()}
+        else:
+            corpus = load_corpus("fsdd", sample_rate=model.cfg.sample_rate)
+            results = [evaluate_nll(model, corpus.test, lv, 16, progress=True)
+                       for lv in CONDITIONING_LEVELS]
         for r in results:
             print(f"conditioning {r['level']}: {r['bits_per_sample']:.3f} bits/sample")
         notes = Path(a.notes).read_text() if a.notes else ""
