@@ -1,8 +1,15 @@
-"""Checkpoints are data, not code: atomic saves, `weights_only=True` loads, clear errors."""
+"""Checkpoints are data, not code: atomic saves, `weights_only=True` loads, clear errors.
+
+A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts) tagged with
+FORMAT and VERSION. Loading never unpickles arbitrary objects, so a file that would
+import or call something is refused before anything runs. Every problem with a file
+becomes one CheckpointError whose message says what is wrong in one line.
+"""
 from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -14,6 +21,7 @@ VERSION = 1
 REQUIRED = ("format", "version", "config", "model")
 OPTIONAL = ("optimizer", "scheduler", "step", "rng", "best_val_bits", "train_args", "metrics",
             "dtype", "history", "wall_seconds")
+RESUMABLE = ("optimizer", "step", "rng")      # what `train --resume` needs beyond REQUIRED
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "wavetyp-fsdd.pt"
 
 
@@ -21,25 +29,33 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message says why in one line."""
 
 
-def save_atomic(obj: dict, path: str | os.PathLike) -> None:
-    """torch.save to a temp file in the same folder, fsync, then rename over `path`.
+# ---------------------------------------------------------------- saving
 
-    A crash at any moment leaves either the old file or the new one, never a torn one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def _temp_name(path: Path, pid: int) -> Path:
+    return path.with_name(f".{path.name}.tmp-{pid}")
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temp files a killed writer (kill -9 mid-save) left beside `path`."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)          # raises if no such process: the writer is gone
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except OSError:              # exists but not ours: leave it alone
+            pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (best effort: some file systems cannot fsync folders)."""
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
+        fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
@@ -48,57 +64,137 @@ def save_atomic(obj: dict, path: str | os.PathLike) -> None:
         pass
 
 
-def read_checkpoint(path: str | os.PathLike | None = None) -> dict:
-    """Load and validate a checkpoint dict (default: the shipped one)."""
-    path = Path(path) if path else SHIPPED
-    if not path.is_file():
-        hint = " (train one with `python -m wavetyp.train`)" if path == SHIPPED else ""
-        raise CheckpointError(f"checkpoint {path} not found{hint}")
+def save_atomic(obj: dict, path: str | os.PathLike) -> None:
+    """torch.save to a temp file in the same folder, fsync, then rename over `path`.
+
+    A crash at any moment leaves either the old file or the new one, never a torn one;
+    a failed save (an exception) also removes its temp file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
+    tmp = _temp_name(path, os.getpid())
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CheckpointError(f"{path}: refused, it is not plain data "
-                              f"(weights_only load failed: {first[:200]})") from None
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+# ---------------------------------------------------------------- loading
+
+def _load_error(path: Path, e: Exception) -> CheckpointError:
+    """Turn torch.load's (long, multi-line) complaint into one line saying what is wrong."""
+    text = str(e)
+    bad_global = re.search(r"GLOBAL ([\w.]+)", text)
+    if bad_global:
+        return CheckpointError(
+            f"{path}: refused: it asks to import or call {bad_global.group(1)}; a checkpoint "
+            "must be plain data (tensors, numbers, strings, lists, dicts), so it was not loaded")
+    if isinstance(e, pickle.UnpicklingError) and "Weights only" in text:
+        detail = re.search(r"Unsupported operand \d+|Unsupported class [\w.]+", text)
+        return CheckpointError(f"{path}: refused: not plain tensor data"
+                               f"{f' ({detail.group(0)})' if detail else ''}; corrupt, or not "
+                               "written by torch.save")
+    first = " ".join(re.split(r"(?<=\.)\s", text.strip(), maxsplit=1)[0].split())[:200]
+    return CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}"
+                           f"{': ' + first if first else ''}); truncated or corrupt?")
+
+
+def _check_structure(ckpt, path: Path) -> None:
+    """Tag, version and keys: raise CheckpointError naming the first thing that is wrong."""
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a wavetyp checkpoint (top level is "
                               f"{type(ckpt).__name__}, expected a dict)")
     if ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a wavetyp checkpoint (format={ckpt.get('format')!r})")
+        raise CheckpointError(f"{path}: not a wavetyp checkpoint (format={ckpt.get('format')!r}, "
+                              f"expected {FORMAT!r})")
     if ckpt.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {ckpt.get('version')!r}, "
                               f"this wavetyp reads version {VERSION}")
     missing = [k for k in REQUIRED if k not in ckpt]
-    extra = sorted(set(ckpt) - set(REQUIRED) - set(OPTIONAL))
+    extra = sorted(map(str, set(ckpt) - set(REQUIRED) - set(OPTIONAL)))
     if missing or extra:
         raise CheckpointError(f"{path}: " + "; ".join(
             ([f"missing key(s): {', '.join(missing)}"] if missing else []) +
             ([f"unexpected key(s): {', '.join(extra)}"] if extra else [])))
+    if not isinstance(ckpt["config"], dict):
+        raise CheckpointError(f"{path}: 'config' is {type(ckpt['config']).__name__}, expected a dict")
+    model = ckpt["model"]
+    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise CheckpointError(f"{path}: 'model' must be a dict of tensors (a state_dict)")
+
+
+def read_checkpoint(path: str | os.PathLike | None = None) -> dict:
+    """Load and validate a checkpoint dict (default: the shipped one).
+
+    torch.load runs with weights_only=True: a file that would run code is refused.
+    """
+    path = Path(path) if path else SHIPPED
+    if not path.is_file():
+        hint = " (train one with `python -m wavetyp.train`)" if path == SHIPPED else ""
+        what = "is a folder, not a file" if path.is_dir() else "not found"
+        raise CheckpointError(f"checkpoint {path} {what}{hint}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file, not a checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:   # torch.load raises many types for bad files; all mean the same
+        raise _load_error(path, e) from None
+    _check_structure(ckpt, path)
     return ckpt
+
+
+def config_from(ckpt: dict, path="checkpoint") -> WaveNetConfig:
+    """The model config stored in a checkpoint, or a CheckpointError saying what is wrong."""
+    try:
+        return WaveNetConfig.from_dict(dict(ckpt["config"]))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: bad config ({e})") from None
+
+
+def load_weights(model: torch.nn.Module, state: dict, path="checkpoint") -> None:
+    """load_state_dict that reports missing, unexpected or mis-shaped weights in one line."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+             if k in state and state[k].shape != own[k].shape]
+
+    def few(names):
+        return ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
+
+    parts = ([f"missing weights: {few(missing)}"] if missing else []) + \
+            ([f"unexpected weights: {few(extra)}"] if extra else []) + \
+            ([f"shape mismatch: {few(shape)}"] if shape else [])
+    if parts:
+        raise CheckpointError(f"{path}: weights do not match the config ({'; '.join(parts)})")
+    model.load_state_dict(state)
 
 
 def build_model(ckpt: dict, path="checkpoint") -> WaveNet:
     """Rebuild the model from the config stored in the checkpoint and load its weights."""
-    try:
-        cfg = WaveNetConfig.from_dict(dict(ckpt["config"]))
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: bad config ({e})") from None
-    model = WaveNet(cfg)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        parts = []
-        if result.missing_keys:
-            parts.append(f"missing weights: {', '.join(result.missing_keys[:4])}"
-                         f"{' ...' if len(result.missing_keys) > 4 else ''}")
-        if result.unexpected_keys:
-            parts.append(f"unexpected weights: {', '.join(result.unexpected_keys[:4])}"
-                         f"{' ...' if len(result.unexpected_keys) > 4 else ''}")
-        raise CheckpointError(f"{path}: weights do not match the config ({'; '.join(parts)})")
+    model = WaveNet(config_from(ckpt, path))
+    load_weights(model, {k: v.float() if v.is_floating_point() else v
+                         for k, v in ckpt["model"].items()}, path)
     return model.eval()
+
+
+def check_resumable(ckpt: dict, path="checkpoint") -> None:
+    """A training checkpoint (last.pt) carries optimizer, step and RNG state; exports do not."""
+    missing = [k for k in RESUMABLE if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: cannot resume from it, it has no {', '.join(missing)} "
+                              "(an exported weights file? resume from the run's last.pt)")
+    rng = ckpt["rng"]
+    if not (isinstance(rng, dict) and isinstance(rng.get("torch"), torch.Tensor)):
+        raise CheckpointError(f"{path}: cannot resume from it, 'rng' holds no torch RNG state")
+    if not isinstance(ckpt["optimizer"], dict) or not isinstance(ckpt["step"], int):
+        raise CheckpointError(f"{path}: cannot resume from it, bad 'optimizer' or 'step' entry")
 
 
 def load_model(path=None, device="cpu") -> tuple[WaveNet, dict]:
@@ -111,6 +207,7 @@ def load_model(path=None, device="cpu") -> tuple[WaveNet, dict]:
 def export_weights(src, dst, dtype: torch.dtype = torch.float16, metrics: dict | None = None):
     """Write a shippable checkpoint: config + weights (fp16/fp32) only, no optimizer state."""
     ckpt = read_checkpoint(src)
+    build_model(ckpt, src)                       # refuse to export weights that do not fit
     model = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in ckpt["model"].items()}
     out = {"format": FORMAT, "version": VERSION, "config": ckpt["config"], "model": model,
            "step": ckpt.get("step", 0), "dtype": str(dtype).replace("torch.", ""),

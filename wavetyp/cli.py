@@ -12,20 +12,45 @@ class UsageError(ValueError):
     """Bad user input (an argument, a path): reported as one line, exit code 2."""
 
 
-def run_cli(parser: argparse.ArgumentParser, body, argv=None) -> int:
-    """Parse args and run body(args); project errors become `error: ...` and exit 2."""
+def error_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def expected_errors() -> tuple[type, ...]:
+    """The exception types that mean bad input, not a bug.
+
+    `python -m wavetyp.data` runs data.py as `__main__`, a second copy of the module next to
+    `wavetyp.data`: its DataError is another class, so the `__main__` copies count too.
+    """
     from .audio import AudioError
     from .checkpoint import CheckpointError
     from .data import DataError
 
+    types = [UsageError, AudioError, DataError, CheckpointError, OSError]
+    main = sys.modules.get("__main__")
+    for t in list(types):
+        twin = getattr(main, t.__name__, None)
+        if isinstance(twin, type) and issubclass(twin, Exception) and twin not in types:
+            types.append(twin)
+    return tuple(types)
+
+
+def run_cli(parser: argparse.ArgumentParser, body, argv=None) -> int:
+    """Parse args and run body(args); project errors become `error: ...` and exit 2.
+
+    Expected failures (bad arguments, unusable files, unwritable folders) are one line on
+    stderr, never a traceback; `--debug` re-raises them so the traceback shows. Anything
+    else is a bug and keeps its traceback.
+    """
     args = parser.parse_args(argv)
     try:
         return int(body(args) or 0)
-    except (UsageError, AudioError, DataError, CheckpointError, OSError) as e:
+    except expected_errors() as e:
         if getattr(args, "debug", False):
             raise
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -59,6 +84,9 @@ def check_output_dir(path, overwrite: bool = False, expect: list[str] | None = N
     unless `overwrite` is set, so nothing is replaced silently.
     """
     path = Path(path)
+    blocker = _file_in_the_way(path)
+    if blocker is not None:
+        raise UsageError(f"cannot create output folder {path}: {blocker} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -71,6 +99,33 @@ def check_output_dir(path, overwrite: bool = False, expect: list[str] | None = N
             raise UsageError(f"{path / clash[0]} exists ({len(clash)} file(s) would be "
                              "overwritten); pass --overwrite or choose another --out")
     return path
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """`path` itself or the nearest existing ancestor, when that is not a folder."""
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            return None if p.is_dir() else p
+    return None
+
+
+def check_new_file(path, overwrite: bool = False, flag: str = "--overwrite") -> Path:
+    """An output file about to be written: its folder must be usable and an existing file
+    is only replaced with `overwrite` (nothing is overwritten silently)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; give a file name")
+    check_output_dir(path.parent if str(path.parent) else ".")
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path} exists; pass {flag} to replace it, or choose another name")
+    return path
+
+
+def check_count(name: str, value, minimum: int = 1):
+    """An integer option that must be >= minimum (None passes)."""
+    if value is not None and value < minimum:
+        raise UsageError(f"{name} must be >= {minimum}, got {value}")
+    return value
 
 
 def add_common(p: argparse.ArgumentParser, checkpoint: bool = True, device: bool = True):

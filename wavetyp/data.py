@@ -214,6 +214,8 @@ def main(argv=None) -> int:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
     def body(args):
+        from .cli import check_count
+        check_count("--sample-rate", args.sample_rate, 1000)
         c = load_corpus(args.dataset, args.data_dir, args.sample_rate, progress=True)
         s = c.summary()
         print(f"dataset      {s['dataset']}")
@@ -231,4 +233,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # import through the package so DataError is the class run_cli catches
+    from wavetyp.data import main as _main
+    sys.exit(_main())

@@ -73,9 +73,15 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=None, help="only the first N files (for a quick look)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--json", default=None, help="also write the results as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
 
     def body(args):
         from .checkpoint import load_model
+        from .cli import check_count, check_new_file
+        check_count("--batch-size", args.batch_size)
+        check_count("--limit", args.limit)
+        if args.json:
+            check_new_file(args.json, args.overwrite)
         from .data import load_corpus
         from .train import pick_device
         device = pick_device(args.device)

@@ -23,7 +23,8 @@ def model_card(ckpt: dict, results: list[dict], run_dir: Path, shipped: Path, no
     """Markdown model card; every number comes from the checkpoint, the log or `results`."""
     cfg = ckpt["config"]
     args = ckpt.get("train_args", {})
-    log = [json.loads(l) for l in (run_dir / "train.jsonl").read_text().splitlines() if l.strip()]
+    from .train import read_log
+    log = read_log(run_dir / "train.jsonl")
     train_rows = [r for r in log if r.get("kind") == "train"]
     model, _ = load_model(shipped)
     lines = [

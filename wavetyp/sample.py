@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from .audio import load_codes, mu_law_decode, rms_dbfs, save_wav
-from .cli import UsageError, add_common, check_output_dir, check_positive, check_probability, run_cli
+from .cli import (UsageError, add_common, check_count, check_output_dir, check_positive,
+                  check_probability, run_cli)
 from .data import DIGIT_NAMES
 from .generate import DecodeSettings, GenerationResult, beam_search, generate
 from .model import Conditioning, WaveNet
@@ -218,6 +219,7 @@ def main(argv=None) -> int:
         check_positive("--seconds", a.seconds)
         check_positive("--num", a.num)
         check_positive("--prime-ms", a.prime_ms)
+        check_count("--threads", a.threads)
         if a.beam is not None and a.beam < 1:
             raise UsageError(f"--beam must be >= 1, got {a.beam}")
         from .checkpoint import load_model

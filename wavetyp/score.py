@@ -89,9 +89,16 @@ def main(argv=None) -> int:
     p.add_argument("--epsilon", type=float, default=DEFAULT_EPSILON, help="typical-set tolerance, bits/sample")
     p.add_argument("--json", default=None, help="write per-file summaries as JSON")
     p.add_argument("--npz-dir", default=None, help="write per-file arrays (<stem>.score.npz) here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
 
     def body(a):
         from .checkpoint import load_model
+        from .cli import check_new_file, check_output_dir, check_positive
+        check_positive("--epsilon", a.epsilon)
+        if a.json:
+            check_new_file(a.json, a.overwrite)
+        if a.npz_dir:
+            check_output_dir(a.npz_dir)
         from .train import pick_device
         paths = expand_paths(a.paths)
         if not paths:

@@ -1,0 +1,394 @@
+"""Training survives faults: exact resume (in process and after kill -9), NaN/Inf stops,
+SIGINT/SIGTERM saves and exits 0, and two gloo processes end with identical weights.
+
+Everything uses a tiny model and a few synthetic utterances, so each test takes seconds.
+"""
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+from wavetyp import train as train_mod
+from wavetyp.audio import mu_law_encode
+from wavetyp.checkpoint import read_checkpoint
+from wavetyp.data import Corpus, Utterance
+from wavetyp.train import TrainingDiverged, TrainOptions, read_log, train
+
+from conftest import synth_speechlike, tiny_config
+
+REPO = Path(__file__).resolve().parent.parent
+SPEAKERS = ["alice", "bob"]
+# the CLI flags that build the same tiny model shape as tiny_config() (mel settings aside)
+TINY_CLI = ["--layers", "3", "--stacks", "2", "--residual", "8", "--gate", "8", "--skip", "8",
+            "--head", "16", "--n-mels", "8"]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: several times faster for tiny models on a busy 2-core machine,
+    and bit-identical runs. The previous setting is restored for the other test files."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------ helpers (also used by other test files)
+
+def synth_corpus(n_train: int = 6, n_test: int = 2, seconds: float = 0.15) -> Corpus:
+    """A few speech-like utterances, speakers alice/bob, digits 0..9 in turn."""
+    utts = [Utterance(f"{i % 10}_{SPEAKERS[i % 2]}_{i}",
+                      mu_law_encode(synth_speechlike(seconds, seed=i)), i % 10, i % 2)
+            for i in range(n_train + n_test)]
+    return Corpus("synth", 8000, list(SPEAKERS), utts[:n_train], utts[n_train:])
+
+
+def make_data_dir(folder: Path, seconds: float = 0.3) -> Path:
+    """An FSDD-style folder of `{digit}_{alice|bob}_{index}.wav` (index 0: test, 5-6: train)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for digit in range(2):
+        for s, spk in enumerate(SPEAKERS):
+            for i in (0, 5, 6):
+                sf.write(str(folder / f"{digit}_{spk}_{i}.wav"),
+                         synth_speechlike(seconds, seed=digit * 7 + s * 3 + i), 8000,
+                         subtype="PCM_16")
+    return folder
+
+
+def fast_options(out, **kw) -> TrainOptions:
+    """Tiny batches, a checkpoint every 2 steps, a log row every step, no evaluation."""
+    base = dict(out=str(out), max_steps=8, batch_size=2, crop=256, warmup=3, eval_every=0,
+                ckpt_every=2, log_every=1, device="cpu", progress=False, final_eval=False)
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def train_rows(run: Path) -> list[dict]:
+    return [r for r in read_log(run / "train.jsonl") if r["kind"] == "train"]
+
+
+def cli_env() -> dict:
+    """Environment for CLI subprocesses: this checkout importable, one thread, no CI extras."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    env.pop("RANK", None)
+    return env
+
+
+def train_cmd(out, data, *extra) -> list[str]:
+    return [sys.executable, "-m", "wavetyp.train", "--out", str(out), "--data-dir", str(data),
+            "--batch-size", "4", "--crop", "1000", "--warmup", "5", "--eval-every", "0",
+            "--ckpt-every", "2", "--log-every", "1", "--no-final-eval", "--threads", "1",
+            "--no-progress", "--seed", "3", *TINY_CLI, *extra]
+
+
+def weights_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def wait_for(cond, timeout: float, proc=None, poll: float = 0.005):
+    """Poll until cond() is true; fail if it times out or `proc` exits first."""
+    t_end = time.time() + timeout
+    while time.time() < t_end:
+        if cond():
+            return
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"process exited early ({proc.returncode}): {out}\n{err}")
+        time.sleep(poll)
+    pytest.fail("timed out waiting")
+
+
+# ------------------------------------------------------------ exact resume, in process
+
+def test_resume_in_process_matches_uninterrupted(tmp_path):
+    """8 steps straight vs 5 steps (paused), then resumed to 8: same losses, LRs and weights."""
+    corpus = synth_corpus()
+    ref = train(tiny_config(), fast_options(tmp_path / "ref"), corpus)
+    paused = train(tiny_config(), fast_options(tmp_path / "run", stop_at=5), corpus)
+    assert paused["stopped"] == "stop_at 5" and read_checkpoint(tmp_path / "run/last.pt")["step"] == 5
+    resumed = train(tiny_config(), fast_options(tmp_path / "run"), corpus, resume=True)
+    assert resumed["step"] == 8 and resumed["stopped"] is None
+    a, b = train_rows(tmp_path / "ref"), train_rows(tmp_path / "run")
+    assert [r["step"] for r in b] == list(range(1, 9))
+    assert [(r["loss_bits"], r["lr"]) for r in a] == [(r["loss_bits"], r["lr"]) for r in b]
+    assert weights_equal(ref["model"].state_dict(), resumed["model"].state_dict())
+    ca, cb = read_checkpoint(tmp_path / "ref/last.pt"), read_checkpoint(tmp_path / "run/last.pt")
+    assert weights_equal(ca["model"], cb["model"])
+    sa, sb = ca["optimizer"]["state"], cb["optimizer"]["state"]
+    assert all(weights_equal(sa[i], sb[i]) for i in sa)          # Adam moments and step counts
+
+
+def test_crash_mid_run_resumes_from_periodic_checkpoint(tmp_path, monkeypatch):
+    """A crash at step 7 (last.pt holds step 6) plus a torn log line: resume redoes 7-8 exactly."""
+    corpus = synth_corpus()
+    ref = train(tiny_config(), fast_options(tmp_path / "ref"), corpus)
+    real_loss, calls = train_mod.masked_loss, [0]
+
+    def crash_at_step_7(*args):
+        calls[0] += 1
+        if calls[0] == 8:                       # the 8th forward is step 7 -> 8
+            raise RuntimeError("simulated crash")
+        return real_loss(*args)
+
+    monkeypatch.setattr(train_mod, "masked_loss", crash_at_step_7)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(tiny_config(), fast_options(tmp_path / "run"), corpus)
+    monkeypatch.setattr(train_mod, "masked_loss", real_loss)
+    run = tmp_path / "run"
+    assert read_checkpoint(run / "last.pt")["step"] == 6 and len(train_rows(run)) == 7
+    with open(run / "train.jsonl", "a") as f:
+        f.write('{"kind": "train", "step": 8, "loss_b')        # a kill mid-write
+    resumed = train(tiny_config(), fast_options(run), corpus, resume=True)
+    assert [r["step"] for r in train_rows(run)] == list(range(1, 9))   # 7 redone, not doubled
+    assert [r["loss_bits"] for r in train_rows(run)] == [r["loss_bits"] for r in train_rows(tmp_path / "ref")]
+    assert weights_equal(ref["model"].state_dict(), resumed["model"].state_dict())
+
+
+def test_fresh_run_refuses_a_folder_with_a_checkpoint(tmp_path):
+    corpus = synth_corpus()
+    train(tiny_config(), fast_options(tmp_path / "run", max_steps=2), corpus)
+    with pytest.raises(train_mod.UsageError, match="last.pt exists"):
+        train(tiny_config(), fast_options(tmp_path / "run", max_steps=2), corpus)
+
+
+def test_resume_keeps_the_run_schedule_unless_max_steps_is_given(tmp_path):
+    """--resume without --max-steps keeps the run's max_steps (so the cosine schedule)."""
+    saved = dataclasses.asdict(fast_options(tmp_path, max_steps=8, lr=1e-3, seed=5, stop_at=3))
+    caller = fast_options(tmp_path, max_steps=None, lr=9.0, seed=0, device="cpu", threads=2)
+    got = train_mod.resume_options(caller, saved)
+    assert (got.max_steps, got.lr, got.seed, got.stop_at, got.threads) == (8, 1e-3, 5, None, 2)
+    assert train_mod.resume_options(dataclasses.replace(caller, max_steps=20), saved).max_steps == 20
+
+
+# ------------------------------------------------------------ NaN / Inf
+
+class _NanGrad(torch.autograd.Function):
+    """Identity forward, NaN gradient backward: a finite loss whose gradient blows up."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * float("nan")
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("nan", "loss is nan at step 5"),
+    ("inf", "loss is inf at step 5"),
+    ("grad", "gradient norm is nan at step 5"),
+])
+def test_non_finite_loss_stops_naming_the_step_and_keeps_last_good(tmp_path, monkeypatch, kind, message):
+    real_loss, calls = train_mod.masked_loss, [0]
+
+    def poisoned(*args):
+        calls[0] += 1
+        loss = real_loss(*args)
+        if calls[0] == 6:                       # the 6th forward: step 5 -> 6
+            return {"nan": loss * float("nan"), "inf": loss * float("inf"),
+                    "grad": _NanGrad.apply(loss)}[kind]
+        return loss
+
+    monkeypatch.setattr(train_mod, "masked_loss", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=message) as info:
+        train(tiny_config(), fast_options(run), synth_corpus())
+    assert "last.pt (step 4)" in str(info.value) and "\n" not in str(info.value)
+    ckpt = read_checkpoint(run / "last.pt")
+    assert ckpt["step"] == 4
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert not (run / "best.pt").exists()                 # nothing written after the blow-up
+
+
+def test_training_never_saves_non_finite_weights(tmp_path, monkeypatch):
+    """Weights that went bad right before a save (a broken optimizer step) are never written."""
+    real_step = torch.optim.AdamW.step
+
+    def corrupting_step(self, *a, **k):
+        out = real_step(self, *a, **k)
+        if self.state and next(iter(self.state.values()))["step"] == 4:
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", corrupting_step)
+    with pytest.raises(TrainingDiverged, match="non-finite"):
+        train(tiny_config(), fast_options(tmp_path / "run"), synth_corpus())
+    ckpt = read_checkpoint(tmp_path / "run/last.pt")
+    assert ckpt["step"] == 2 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_cli_reports_divergence_in_one_line(tmp_path, monkeypatch, capsys):
+    data = make_data_dir(tmp_path / "data")
+    monkeypatch.setattr(train_mod, "masked_loss", lambda *a: torch.tensor(float("nan"), requires_grad=True))
+    code = train_mod.main(["--out", str(tmp_path / "run"), "--data-dir", str(data), "--max-steps", "4",
+                           "--batch-size", "2", "--crop", "400", "--eval-every", "0", "--no-final-eval",
+                           "--no-progress", *TINY_CLI])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert err.startswith("error: loss is nan at step 0") and len(err.strip().splitlines()) == 1
+    assert "no checkpoint was written yet" in err and not (tmp_path / "run/last.pt").exists()
+
+
+# ------------------------------------------------------------ signals and kill -9
+
+def test_sigterm_saves_checkpoint_and_exits_cleanly(tmp_path):
+    """SIGTERM to a CLI run: the step finishes, last.pt is saved, exit 0, resume hint printed."""
+    data, run = make_data_dir(tmp_path / "data"), tmp_path / "run"
+    proc = subprocess.Popen(train_cmd(run, data, "--max-steps", "100000", "--ckpt-every", "1000"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    try:
+        wait_for(lambda: len(read_log(run / "train.jsonl")) >= 3, 120, proc)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    ckpt = read_checkpoint(run / "last.pt")
+    assert ckpt["step"] >= 3 and ckpt["step"] == train_rows(run)[-1]["step"]
+    assert f"stopped (SIGTERM) at step {ckpt['step']}" in out
+    assert f"--resume --out {run}" in out                   # says how to continue
+    assert not list(run.glob(".*.tmp-*"))
+
+
+def test_sigint_in_process_stops_at_step_boundary_and_saves(tmp_path, monkeypatch):
+    """Ctrl-C during step 3: the step completes, last.pt holds step 4, no KeyboardInterrupt."""
+    real_loss, calls = train_mod.masked_loss, [0]
+
+    def interrupt_during_step_3(*args):
+        calls[0] += 1
+        if calls[0] == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_loss(*args)
+
+    monkeypatch.setattr(train_mod, "masked_loss", interrupt_during_step_3)
+    before = signal.getsignal(signal.SIGINT)
+    r = train(tiny_config(), fast_options(tmp_path / "run", ckpt_every=0), synth_corpus())
+    assert r["stopped"] == "SIGINT" and r["step"] == 4
+    assert read_checkpoint(tmp_path / "run/last.pt")["step"] == 4
+    assert signal.getsignal(signal.SIGINT) is before        # the handler is restored
+
+
+def test_kill_9_then_resume_matches_uninterrupted_run(tmp_path):
+    """kill -9 at a random step of a CLI run, --resume: the train.jsonl losses (every step)
+    and the final weights equal those of an uninterrupted run with the same seed.
+
+    Only the killed run needs its own process; the reference and the resume call the same
+    CLI entry point in this process (one thread everywhere, so results are bit-identical)."""
+    data = make_data_dir(tmp_path / "data")
+    ref_run, run = tmp_path / "ref", tmp_path / "run"
+    n_steps = 60
+    rng = random.Random(int.from_bytes(os.urandom(4), "little"))
+    kill_after = rng.randint(3, 25)
+    victim = subprocess.Popen(train_cmd(run, data, "--max-steps", str(n_steps)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env())
+
+    def kill_at_random_moment():
+        t_end = time.time() + 120
+        while len(read_log(run / "train.jsonl")) < kill_after and victim.poll() is None \
+                and time.time() < t_end:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.03))               # anywhere inside a step, maybe a save
+        victim.kill()                                     # SIGKILL: no handler, no cleanup
+
+    killer = threading.Thread(target=kill_at_random_moment)
+    killer.start()
+    try:   # meanwhile, the uninterrupted reference: the same CLI, in this process
+        assert train_mod.main(train_cmd(ref_run, data, "--max-steps", str(n_steps))[3:]) == 0
+    finally:
+        killer.join()
+        victim.wait(timeout=60)
+    assert victim.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = train_rows(run)[-1]["step"]
+    saved = read_checkpoint(run / "last.pt")["step"]
+    assert train_mod.main(train_cmd(run, data, "--resume")[3:]) == 0   # the same CLI, in process
+    a, b = train_rows(ref_run), train_rows(run)
+    assert [r["step"] for r in b] == list(range(1, n_steps + 1))
+    worst = max(abs(x["loss_bits"] - y["loss_bits"]) + abs(x["lr"] - y["lr"]) for x, y in zip(a, b))
+    assert worst <= 1e-6
+    assert weights_equal(read_checkpoint(ref_run / "last.pt")["model"],
+                         read_checkpoint(run / "last.pt")["model"])
+    assert not list(run.glob(".*.tmp-*"))                # a temp file of the killed save is gone
+    print(f"\nkill -9 figures: killed at step {killed_at} of {n_steps}, last.pt held step {saved}, "
+          f"resumed to {b[-1]['step']}; loss at step {saved}: {b[saved - 1]['loss_bits']:.6f} "
+          f"(ref {a[saved - 1]['loss_bits']:.6f}), step {saved + 1}: {b[saved]['loss_bits']:.6f} "
+          f"(ref {a[saved]['loss_bits']:.6f}), final: {b[-1]['loss_bits']:.6f} "
+          f"(ref {a[-1]['loss_bits']:.6f}); max |diff| {worst:.2e}")
+
+
+# ------------------------------------------------------------ several processes (gloo)
+
+DDP_DRIVER = textwrap.dedent("""
+    import hashlib, json, os, socket, sys
+    import torch, torch.multiprocessing as mp
+    sys.path.insert(0, sys.argv[2])                     # the tests folder
+    from wavetyp import train as T
+    from wavetyp.model import WaveNetConfig
+    from test_train import fast_options, synth_corpus
+
+    def rank_main(rank, world, port, out, cfg):
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                          WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+        saves, real_save = [], T.save_atomic
+        T.save_atomic = lambda obj, path: (saves.append(str(path)), real_save(obj, path))[1]
+        r = T.train(WaveNetConfig.from_dict(cfg), fast_options(out, max_steps=4, threads=1),
+                    synth_corpus(n_train=8))
+        state = r["model"].state_dict()
+        digest = hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state))).hexdigest()
+        with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+            json.dump({"step": r["step"], "sha": digest, "saves": saves}, f)
+        torch.distributed.destroy_process_group()
+
+    if __name__ == "__main__":
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+        torch.set_num_threads(1)
+        # fork: the ranks share the already imported torch instead of importing it again
+        mp.start_processes(rank_main, args=(2, port, sys.argv[1], json.loads(sys.argv[3])),
+                           nprocs=2, start_method="fork")
+""")
+
+
+def test_two_gloo_processes_end_with_identical_weights(tmp_path):
+    """torch DDP over gloo, 2 CPU processes: identical weights; only rank 0 writes files."""
+    out = tmp_path / "run"
+    out.mkdir()
+    driver = tmp_path / "ddp_driver.py"
+    driver.write_text(DDP_DRIVER)
+    res = subprocess.run([sys.executable, str(driver), str(out), str(Path(__file__).parent),
+                          json.dumps(tiny_config().to_dict())],
+                         capture_output=True, text=True, env=cli_env(), timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["step"] == r1["step"] == 4
+    assert r0["sha"] == r1["sha"]
+    assert r1["saves"] == [] and r0["saves"]              # only rank 0 writes checkpoints
+    assert [r["step"] for r in train_rows(out)] == [1, 2, 3, 4]   # one log, one row per step
+    state = read_checkpoint(out / "last.pt")["model"]
+    assert hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state))).hexdigest() == r0["sha"]
+
+
+@pytest.mark.slow
+def test_torchrun_cli_two_processes(tmp_path):
+    """The real launcher: torchrun --nproc_per_node 2 -m wavetyp.train on CPU/gloo."""
+    data, run = make_data_dir(tmp_path / "data"), tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           *train_cmd(run, data, "--max-steps", "4")[1:]]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [r["step"] for r in train_rows(run)] == [1, 2, 3, 4]
+    assert read_checkpoint(run / "last.pt")["step"] == 4
