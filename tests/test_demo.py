@@ -1,0 +1,325 @@
+"""The demo sweep (`python -m wavetyp.demo --quick` on a tiny model and a tiny synthetic
+FSDD-style corpus), its metrics, the static report's links, and a headless-Chromium check
+that every <audio> and <img> of index.html actually loads."""
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from wavetyp import demo, report
+
+from conftest import save_tiny_checkpoint
+
+SR = 8000
+CHROMIUM = "/usr/bin/chromium"
+ROW_KEYS = ("name", "level", "condition", "setting", "seconds", "samples", "rms_dbfs",
+            "silence_frac", "silent", "mean_nll_bits", "mean_entropy_bits", "gap_bits", "z",
+            "in_typical_set", "fric_rule", "fric_frames", "fric_per_s", "ref_fric_per_s",
+            "fric_band_db", "fric_flatness", "ref_flatness", "fric_frames_compared", "wav",
+            "spec_png", "trace_png")
+ALWAYS_NUMERIC = ("seconds", "rms_dbfs", "silence_frac", "mean_nll_bits", "mean_entropy_bits",
+                  "gap_bits", "fric_per_s", "ref_fric_per_s")
+
+
+def synth_word(seconds: float, seed: int) -> np.ndarray:
+    """A harmonic 'vowel' then a high-passed noise 'fricative' (energy mostly above 2 kHz)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    w = np.zeros(n, np.float32)
+    a, b = n // 8, n // 2
+    f0 = 110 + 15 * seed
+    w[a:b] = 0.3 * np.sin(2 * np.pi * f0 * t[a:b]) + 0.1 * np.sin(2 * np.pi * 3 * f0 * t[a:b])
+    w[b:b + n // 4] = 0.15 * np.diff(rng.standard_normal(n // 4 + 1))
+    return w
+
+
+def make_corpus(root: Path) -> Path:
+    """FSDD-style names; indices 0-4 are the test split. Speakers match tiny_config's."""
+    rec = root / "recordings"
+    rec.mkdir(parents=True)
+    i = 0
+    for d in (6, 7, 5, 1):
+        for spk in ("alice", "bob"):
+            for k in (0, 1, 7):
+                sf.write(str(rec / f"{d}_{spk}_{k}.wav"), synth_word(0.3, i), SR)
+                i += 1
+    return root
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    corpus = make_corpus(root / "fsdd")
+    ckpt = save_tiny_checkpoint(root / "tiny.pt")
+    out = root / "out"
+    args = ["--checkpoint", str(ckpt), "--data-dir", str(corpus), "--out", str(out), "--quick",
+            "--seconds", "0.2", "--seed", "3"]
+    assert demo.main(args) == 0
+    return {"out": out, "args": args, "metrics": json.loads((out / "metrics.json").read_text())}
+
+
+class Refs(HTMLParser):
+    """Collects src/href attributes and <audio>/<img> counts."""
+
+    def __init__(self):
+        super().__init__()
+        self.refs, self.audio, self.img = [], 0, 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.audio += tag == "audio"
+        self.img += tag == "img"
+        for k in ("src", "href"):
+            if a.get(k):
+                self.refs.append(a[k])
+
+
+def parse_refs(page: Path) -> Refs:
+    p = Refs()
+    p.feed(page.read_text())
+    return p
+
+
+# ------------------------------------------------------------------ the run and its files
+
+def test_quick_demo_writes_one_complete_row_per_render(demo_run):
+    m, out = demo_run["metrics"], demo_run["out"]
+    rows, conds = m["rows"], m["conditions"]
+    assert {c["level"] for c in conds} == {"uncond", "label", "speaker", "vocoder"}
+    n_settings = len(demo.SETTINGS)
+    assert len(rows) == sum(n_settings + (1 if c["beam_samples"] else 0) for c in conds)
+    assert sum(1 for c in conds if c["beam_samples"]) >= 1
+    names = [r["name"] for r in rows]
+    assert len(set(names)) == len(names)
+    for c in conds:  # every condition rendered every setting, in one batch
+        got = [r["setting"] for r in rows if r["condition"] == c["id"] and not r["beam"]]
+        assert got == [s.name for s in demo.SETTINGS]
+    for r in rows:
+        missing = [k for k in ROW_KEYS if k not in r]
+        assert not missing, (r["name"], missing)
+        for k in ALWAYS_NUMERIC:
+            assert isinstance(r[k], (int, float)) and np.isfinite(r[k]), (r["name"], k, r[k])
+        assert abs(r["gap_bits"] - (r["mean_nll_bits"] - r["mean_entropy_bits"])) < 1e-6
+        assert r["silent"] == (r["silence_frac"] >= demo.SILENT_FRACTION)
+        assert r["fric_rule"] == ("aligned" if r["level"] == "vocoder" else "distribution")
+        if r["fric_rule"] == "distribution":
+            assert r["fric_band_db"] is not None
+        wave, sr = sf.read(str(out / r["wav"]))
+        assert sr == SR and len(wave) == r["samples"]
+        assert r["samples"] == round(r["seconds"] * SR)
+    # every render and reference file is in the manifest and on disk
+    for f in m["files"]:
+        assert (out / f).is_file(), f
+    assert not (out / ".staging").exists()
+    md = (out / "metrics.md").read_text()
+    for r in rows:
+        assert f"| {r['condition']} | {r['setting']} |" in md
+
+
+def test_index_html_references_only_existing_relative_files(demo_run):
+    out, rows = demo_run["out"], demo_run["metrics"]["rows"]
+    page = out / "index.html"
+    refs = parse_refs(page)
+    assert refs.audio >= len(rows) and refs.img >= 2 * len(rows) + 2
+    for ref in refs.refs:
+        assert not re.match(r"^[a-z]+:", ref) and not ref.startswith("/"), ref
+        assert (out / ref).is_file(), f"index.html points at missing {ref}"
+    text = page.read_text()
+    for r in rows:
+        assert r["wav"] in text and r["spec_png"] in text and r["trace_png"] in text
+    assert "typical_set.png" in text and "temperature_curves.png" in text
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert size < 8e6
+
+
+def test_existing_report_is_not_overwritten_silently(demo_run, capsys):
+    out = demo_run["out"]
+    before = (out / "index.html").stat().st_mtime_ns
+    capsys.readouterr()
+    assert demo.main(demo_run["args"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "--overwrite" in err[0]
+    assert (out / "index.html").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("extra, msg", [
+    (["--seconds", "-1"], "--seconds must be > 0"),
+    (["--threads", "0"], "--threads must be >= 1"),
+])
+def test_bad_arguments_give_one_line_errors(tmp_path, capsys, extra, msg):
+    ckpt = save_tiny_checkpoint(tmp_path / "t.pt")
+    assert demo.main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and msg in err[0]
+
+
+def test_missing_checkpoint_is_one_line_error(tmp_path, capsys):
+    assert demo.main(["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "not found" in err[0]
+
+
+def test_publish_replaces_the_previous_run_and_keeps_foreign_files(tmp_path):
+    out = tmp_path / "out"
+    (out / "audio").mkdir(parents=True)
+    (out / "audio" / "stale.wav").write_text("old")
+    (out / "index.html").write_text("old")
+    (out / "keep.txt").write_text("not ours")
+    (out / "metrics.json").write_text(json.dumps({"files": ["audio/stale.wav", "index.html",
+                                                            "../outside.txt", "metrics.json"]}))
+    (tmp_path / "outside.txt").write_text("never touched")
+    stage = out / ".staging"
+    (stage / "audio").mkdir(parents=True)
+    for f in ("audio/new.wav", "index.html", "metrics.json"):
+        (stage / f).write_text("new")
+    demo._publish(stage, out, ["audio/new.wav", "index.html", "metrics.json"])
+    assert not (out / "audio" / "stale.wav").exists()
+    assert (out / "audio" / "new.wav").read_text() == "new"
+    assert (out / "index.html").read_text() == "new"
+    assert (out / "keep.txt").exists() and (tmp_path / "outside.txt").exists()
+
+
+# ------------------------------------------------------------------ measurement rules
+
+def test_fricative_rule_finds_noise_not_vowels_or_silence():
+    rng = np.random.default_rng(0)
+    n = SR // 4
+    t = np.arange(n) / SR
+    vowel = 0.3 * np.sin(2 * np.pi * 150 * t) + 0.1 * np.sin(2 * np.pi * 450 * t)
+    hiss = 0.1 * np.diff(rng.standard_normal(n + 1))           # energy rises towards 4 kHz
+    wave = np.concatenate([np.zeros(n), vowel, hiss, np.zeros(n)]).astype(np.float32)
+    f = demo.frame_features(wave, SR)
+    centre = np.arange(f.n) * demo.HOP / SR                     # frame centres (s)
+    fric = f.fricative
+    inside = lambda a, b: (centre > a + 0.03) & (centre < b - 0.03)  # noqa: E731
+    assert fric[inside(0.5, 0.75)].all()                        # the hiss
+    assert not fric[inside(0.25, 0.5)].any()                    # the vowel
+    assert not fric[inside(0.0, 0.25)].any() and not fric[inside(0.75, 1.0)].any()
+    assert np.nanmean(f.flatness[inside(0.5, 0.75)]) > 0.5
+    # aligned comparison with itself: 0 dB; with the hiss 10 dB quieter: about -10 dB
+    from wavetyp.data import Utterance
+    from wavetyp.audio import mu_law_encode
+    utt = Utterance("6_x_0", mu_law_encode(wave), 6, 0)
+    ref = demo.make_reference([utt], SR, aligned=True)
+    same = demo.fricative_measures(demo.decode_utt(utt), SR, ref)
+    assert same["fric_frames_compared"] > 0 and abs(same["fric_band_db"]) < 1e-9
+    quiet = demo.decode_utt(utt).copy()
+    quiet[2 * n:3 * n] *= 10 ** (-10 / 20)
+    assert demo.fricative_measures(quiet, SR, ref)["fric_band_db"] == pytest.approx(-10, abs=1.5)
+
+
+def test_silence_fraction_ignores_a_constant_offset():
+    assert demo.silence_fraction(np.full(SR, 0.3, np.float32), SR) == 1.0
+    assert demo.silence_fraction(0.1 * np.sin(np.arange(SR) * 0.3), SR) == 0.0
+
+
+def _row(setting, temp, gap, silent, band, level="label", cond="c1", **kw):
+    return {"name": f"{cond}__{setting}", "level": level, "level_title": level, "condition": cond,
+            "setting": setting, "temperature": temp, "top_p": None, "typical_p": None,
+            "beam": None, "rms_dbfs": -20.0, "silence_frac": 1.0 if silent else 0.1,
+            "silent": silent, "mean_nll_bits": 5 + gap, "mean_entropy_bits": 5.0, "gap_bits": gap,
+            "z": gap * 10, "in_typical_set": abs(gap) <= 0.1, "fric_band_db": band,
+            "fric_flatness": 0.5, "ref_flatness": 0.6, "fric_per_s": 10.0, "ref_fric_per_s": 12.0,
+            **kw}
+
+
+def test_reading_is_built_from_the_numbers():
+    rows = [_row("greedy", 0.0, -1.0, True, -40.0), _row("tau0.5", 0.5, -0.3, False, -5.0),
+            _row("tau1", 1.0, 0.0, False, 1.0)]
+    text = " ".join(report.reading({"meta": {}, "rows": rows}))
+    assert "greedy in 1 of 1 condition" in text
+    assert "between tau 0.5 (-0.300) and tau 1 (+0.000)" in text
+    assert "-40.0 dB with greedy and +1.0 dB with tau 1" in text and "rises at every step" in text
+    # the same code says the opposite when the numbers say so: nothing is hard-coded
+    flipped = [_row("greedy", 0.0, 0.0, False, 1.0), _row("tau0.5", 0.5, -0.3, False, -5.0),
+               _row("tau1", 1.0, -1.0, True, -40.0)]
+    text = " ".join(report.reading({"meta": {}, "rows": flipped}))
+    assert "tau1 in 1 of 1 condition" in text and "greedy in" not in text
+    assert "falls at every step" in text and "falls below" in text
+
+
+# ------------------------------------------------------------------ the page in a browser
+
+CHECK_JS = """
+<script>
+(function () {
+  function state() {
+    var audio = [].map.call(document.querySelectorAll('audio'), function (a) {
+      return {src: a.getAttribute('src'), readyState: a.readyState,
+              duration: isFinite(a.duration) ? a.duration : null,
+              error: a.error ? a.error.code : null};
+    });
+    var img = [].map.call(document.images, function (i) {
+      return {src: i.getAttribute('src'), naturalWidth: i.naturalWidth, complete: i.complete};
+    });
+    return {audio: audio, img: img};
+  }
+  var t0 = Date.now();
+  function poll() {
+    var s = state();
+    var pending = s.audio.filter(function (a) { return a.readyState < 1 && a.error === null; }).length
+                + s.img.filter(function (i) { return !i.complete; }).length;
+    if (pending === 0 || Date.now() - t0 > 20000) {
+      var pre = document.createElement('pre');
+      pre.id = 'wavetyp-check';
+      pre.textContent = JSON.stringify(s);
+      document.body.appendChild(pre);
+    } else {
+      setTimeout(poll, 100);
+    }
+  }
+  window.addEventListener('load', function () {
+    [].forEach.call(document.querySelectorAll('audio'), function (a) { a.load(); });
+    poll();
+  });
+})();
+</script>
+"""
+
+
+def chromium_args(user_dir: str) -> list[str]:
+    return [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", f"--user-data-dir={user_dir}", "--allow-file-access-from-files",
+            "--virtual-time-budget=10000"]
+
+
+def test_report_loads_in_headless_chromium(demo_run, tmp_path):
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.skip(f"{CHROMIUM} not installed (CI installs it with `apt-get install -y chromium`); "
+                    "the browser check of index.html did not run")
+    site = tmp_path / "site"
+    shutil.copytree(demo_run["out"], site)
+    page = (site / "index.html").read_text()
+    assert "</body>" in page
+    (site / "check.html").write_text(page.replace("</body>", CHECK_JS + "</body>"))
+    with tempfile.TemporaryDirectory() as prof:
+        dom = subprocess.run(chromium_args(prof) + ["--dump-dom", (site / "check.html").as_uri()],
+                             capture_output=True, text=True, timeout=180)
+    m = re.search(r'<pre id="wavetyp-check">(.*?)</pre>', dom.stdout, re.S)
+    assert m, f"no check result in the dumped DOM (rc {dom.returncode}): {dom.stderr[-800:]}"
+    state = json.loads(html.unescape(m.group(1)))
+    refs = parse_refs(site / "index.html")
+    assert len(state["audio"]) == refs.audio > 0 and len(state["img"]) == refs.img > 0
+    bad_audio = [a for a in state["audio"] if not (a["readyState"] >= 1 and (a["duration"] or 0) > 0)]
+    bad_img = [i for i in state["img"] if not i["naturalWidth"] > 0]
+    assert not bad_audio, f"{len(bad_audio)} <audio> did not load: {bad_audio[:3]}"
+    assert not bad_img, f"{len(bad_img)} <img> did not load: {bad_img[:3]}"
+    shot = tmp_path / "index.png"
+    with tempfile.TemporaryDirectory() as prof:
+        subprocess.run(chromium_args(prof) + [f"--screenshot={shot}", "--window-size=1200,2000",
+                                              (site / "index.html").as_uri()],
+                       capture_output=True, text=True, timeout=180)
+    assert shot.is_file() and shot.stat().st_size > 10_000
