@@ -244,6 +244,36 @@ def test_cli_reports_divergence_in_one_line(tmp_path, monkeypatch, capsys):
     assert "no checkpoint was written yet" in err and not (tmp_path / "run/last.pt").exists()
 
 
+def test_init_from_warm_starts_a_new_run_with_the_checkpoint_config(tmp_path, monkeypatch):
+    """--init-from: the new run starts from the old weights and config (not the flags'),
+    with its own step count, schedule and log; combined with --resume it is refused."""
+    data = make_data_dir(tmp_path / "data")
+    base = ["--data-dir", str(data), "--batch-size", "2", "--crop", "400", "--eval-every", "0",
+            "--no-final-eval", "--no-progress", "--log-every", "1", "--warmup", "1"]
+    assert train_mod.main(["--out", str(tmp_path / "a"), "--max-steps", "3", *base, *TINY_CLI]) == 0
+    first = read_checkpoint(tmp_path / "a/last.pt")
+    seen = {}
+    real_train = train_mod.train
+
+    def spy(cfg, opts, corpus=None, resume=False, init_state=None):
+        model = train_mod.WaveNet(cfg)
+        model.load_state_dict(init_state)
+        seen["weights"] = {k: v.clone() for k, v in model.state_dict().items()}
+        return real_train(cfg, opts, corpus, resume, init_state)
+
+    monkeypatch.setattr(train_mod, "train", spy)
+    # --layers 7 is ignored: the model comes from the checkpoint
+    assert train_mod.main(["--out", str(tmp_path / "b"), "--init-from", str(tmp_path / "a/last.pt"),
+                           "--max-steps", "2", "--layers", "7", *base]) == 0
+    second = read_checkpoint(tmp_path / "b/last.pt")
+    assert second["config"] == first["config"] and second["step"] == 2
+    assert weights_equal(seen["weights"], first["model"])
+    assert not weights_equal(second["model"], first["model"])       # it did train
+    assert [r["step"] for r in train_rows(tmp_path / "b")] == [1, 2]
+    assert train_mod.main(["--out", str(tmp_path / "c"), "--resume", "--init-from",
+                           str(tmp_path / "a/last.pt"), *base]) == 2
+
+
 # ------------------------------------------------------------ signals and kill -9
 
 def test_sigterm_saves_checkpoint_and_exits_cleanly(tmp_path):

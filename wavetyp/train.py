@@ -281,8 +281,11 @@ def make_batch(cfg: WaveNetConfig, model: WaveNet, utts, opts: TrainOptions, ste
 
 
 def train(cfg: WaveNetConfig, opts: TrainOptions, corpus: Corpus | None = None,
-          resume: bool = False) -> dict:
+          resume: bool = False, init_state: dict | None = None) -> dict:
     """Train (or resume) and return a summary dict (with the trained `model`).
+
+    `init_state` (a state dict for `cfg`) warm-starts a new run: its weights, but a fresh
+    optimizer, LR schedule, step count and log (fine-tuning, or a second round of training).
 
     Rank 0 logs to <out>/train.jsonl and writes <out>/last.pt and best.pt. A fresh run
     refuses a folder that already holds last.pt (resume it instead); it starts a new log.
@@ -329,6 +332,8 @@ def train(cfg: WaveNetConfig, opts: TrainOptions, corpus: Corpus | None = None,
         wall = float(ckpt.get("wall_seconds", 0.0))
         if main_proc:                             # drop log rows written after the checkpoint
             trim_log(log_path, step)
+    elif init_state is not None:
+        load_weights(model, init_state, "--init-from")
     saved_step = step if ckpt is not None else None   # the step last.pt holds
     net = model
     if world > 1:
@@ -463,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run folder (default checkpoints/run-<time>)")
     p.add_argument("--resume", action="store_true",
                    help="continue from <out>/last.pt exactly (its schedule, data and seed)")
+    p.add_argument("--init-from", default=None, metavar="CKPT",
+                   help="new run starting from this checkpoint's weights and config "
+                        "(fresh optimizer, schedule and log): fine-tuning or a second round")
     p.add_argument("--dataset", default=d.dataset)
     p.add_argument("--data-dir", default=None, help="corpus folder (FSDD: see `wavetyp.data --help`)")
     p.add_argument("--max-steps", type=int, default=None,
@@ -511,6 +519,9 @@ def check_args(a) -> None:
     check_positive("--max-minutes", a.max_minutes)
     if a.resume and not a.out:
         raise UsageError("--resume needs --out (the run folder holding last.pt)")
+    if a.resume and a.init_from:
+        raise UsageError("--resume and --init-from exclude each other (resume continues a run; "
+                         "--init-from starts a new one)")
 
 
 def new_config(a, corpus: Corpus) -> WaveNetConfig:
@@ -543,7 +554,7 @@ def main(argv=None) -> int:
                             data_dir=a.data_dir, progress=not a.no_progress,
                             final_eval=not a.no_final_eval)
         pick_device(opts.device)
-        corpus = cfg = None
+        corpus = cfg = init_state = None
         if a.resume:
             if main_proc:
                 print(f"resuming {out}/last.pt", flush=True)
@@ -552,13 +563,21 @@ def main(argv=None) -> int:
                 raise UsageError(f"{out}/last.pt exists: pass --resume to continue it, or another --out")
             opts = replace(opts, max_steps=a.max_steps or TrainOptions.max_steps)
             corpus = load_corpus(a.dataset, a.data_dir, progress=not a.no_progress)
-            cfg = new_config(a, corpus)
+            if a.init_from:                       # the checkpoint's model, not the flags'
+                ckpt = read_checkpoint(a.init_from)
+                cfg, init_state = config_from(ckpt, a.init_from), ckpt["model"]
+                if cfg.speakers and list(cfg.speakers) != list(corpus.speakers):
+                    # speaker ids are indices into the corpus' sorted speaker list
+                    raise UsageError(f"--init-from {a.init_from}: its speakers {cfg.speakers} differ "
+                                     f"from this corpus' {list(corpus.speakers)}")
+            else:
+                cfg = new_config(a, corpus)
             if main_proc:
                 print(f"model: {cfg.n_params:,} parameters, receptive field {cfg.receptive_field} "
                       f"samples ({cfg.receptive_field / cfg.sample_rate * 1000:.0f} ms); run folder {out}",
                       flush=True)
         try:
-            r = train(cfg, opts, corpus, resume=a.resume)
+            r = train(cfg, opts, corpus, resume=a.resume, init_state=init_state)
         except TrainingDiverged as e:
             if a.debug:
                 raise
