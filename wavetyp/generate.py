@@ -222,11 +222,21 @@ class GenerationCache:
         self.h1 = torch.zeros(batch, cfg.head_channels, device=dev, dtype=dt)
         self.cond_t = torch.zeros(L, batch, 2 * G, device=dev, dtype=dt)
         self.t = 0
+        # Every view the step uses, made once: at batch 1 a step is ~100 tiny kernels, and
+        # re-slicing per step (select/slice dispatches) used to cost as much as the math.
+        H, A, z = self.H, self.A, self.z
+        self._flat = self.buf.view(L * self.P, batch, R)
+        self._slot = [self.buf[:, p] for p in range(self.P)]          # write position t % P
+        self._rows = [[i[p] for p in range(self.P)] for i in self.idx]
+        self._layers = [(self.zpre[l], H[l], self.w_cur[l], A[:, l, :G], A[:, l], self.w_res[l], H[l + 1])
+                        for l in range(L)]
+        self._z_tanh, self._z_sig = z[:, :G], z[:, G:]
+        self._H_in, self._A_flat = H[:L], A.view(batch, -1)
 
     def step(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Feed x_{t-1} (B,) int64; return logits for x_t (B, 256) (written into `out` if given)."""
-        t, P, R, G, L = self.t, self.P, self.R, self.G, self.L
-        flat = self.buf.view(L * P, self.B, R)
+        t = self.t
+        p = t % self.P
         # gate bias for this step: constant, or interpolated between mel frames
         if self.frames is None:
             bias = self.const_bias
@@ -236,23 +246,23 @@ class GenerationCache:
             f1 = min(f0 + 1, F_ - 1)
             alpha = min(max((t - f0 * self.hop) / self.hop, 0.0), 1.0)
             bias = torch.lerp(self.frames[f0], self.frames[f1], alpha, out=self.cond_t)
-        # all layers' past-tap contributions at once
+        # all layers' past-tap contributions at once: one gather and one batched matmul per lag
         zpre = self.zpre
         for m in range(self.k - 1):
-            torch.index_select(flat, 0, self.idx[m][t % P], out=self.past[m])
+            torch.index_select(self._flat, 0, self._rows[m][p], out=self.past[m])
             if m == 0:
                 torch.baddbmm(bias, self.past[0], self.w_past[0], out=zpre)
             else:
                 zpre.baddbmm_(self.past[m], self.w_past[m])
-        H, A, z = self.H, self.A, self.z
-        torch.index_select(self.embed, 0, x, out=H[0])
-        for l in range(L):
-            torch.addmm(zpre[l], H[l], self.w_cur[l], out=z)
+        z, zt, zs = self.z, self._z_tanh, self._z_sig
+        torch.index_select(self.embed, 0, x, out=self.H[0])
+        for zpre_l, h_l, w_cur, a_gate, a_l, w_res, h_next in self._layers:
+            torch.addmm(zpre_l, h_l, w_cur, out=z)
             z.tanh_()
-            torch.addcmul(z[:, :G], z[:, :G], z[:, G:], out=A[:, l, :G])   # tanh * 2*sigmoid
-            torch.addmm(H[l], A[:, l], self.w_res[l], out=H[l + 1])
-        self.buf[:, t % P] = H[:L]
-        torch.mm(A.view(self.B, -1), self.w_skip, out=self.skip)
+            torch.addcmul(zt, zt, zs, out=a_gate)                  # tanh * 2*sigmoid
+            torch.addmm(h_l, a_l, w_res, out=h_next)                # h + a W_res + b_res
+        self._slot[p].copy_(self._H_in)
+        torch.mm(self._A_flat, self.w_skip, out=self.skip)
         self.skip.relu_()
         torch.addmm(self.b_h1, self.skip, self.w_h1, out=self.h1)
         self.h1.relu_()
@@ -263,8 +273,9 @@ class GenerationCache:
         return out
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Make stream i continue stream index[i]'s history (beam search)."""
-        self.buf = self.buf.index_select(2, index)
+        """Make stream i continue stream index[i]'s history (beam search), in place so
+        that the views made in __init__ stay valid."""
+        self.buf.copy_(self.buf.index_select(2, index))
 
 
 # ================================================================ results
