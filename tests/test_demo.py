@@ -144,6 +144,24 @@ def test_index_html_references_only_existing_relative_files(demo_run):
     assert size < 8e6
 
 
+def test_dataset_recordings_are_linked_never_copied(demo_run):
+    """The report is committed, the dataset's recordings must not be: the recording next to a
+    condition is a relative link into the corpus folder, and no file under the report has the
+    bytes or the samples of a recording."""
+    out, conds = demo_run["out"], demo_run["metrics"]["conditions"]
+    rec = (out.parent / "fsdd" / "recordings").resolve()
+    links = [c["listen"]["wav"] for c in conds if c.get("listen")]
+    assert links
+    for link in links:
+        assert not link.startswith("/") and (out / link).resolve().parent == rec, link
+    recordings = {p.read_bytes() for p in rec.glob("*.wav")}
+    waves = [sf.read(str(p))[0] for p in rec.glob("*.wav")]
+    for f in out.rglob("*.wav"):
+        assert f.read_bytes() not in recordings, f
+        w = sf.read(str(f))[0]
+        assert not any(len(w) == len(r) and np.allclose(w, r, atol=2e-2) for r in waves), f
+
+
 def test_existing_report_is_not_overwritten_silently(demo_run, capsys):
     out = demo_run["out"]
     before = (out / "index.html").stat().st_mtime_ns
@@ -300,7 +318,8 @@ def test_report_loads_in_headless_chromium(demo_run, tmp_path):
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
         pytest.skip(f"{CHROMIUM} not installed (CI installs it with `apt-get install -y chromium`); "
                     "the browser check of index.html did not run")
-    site = tmp_path / "site"
+    site = demo_run["out"].parent / "site-check"   # a sibling: the links to the corpus still resolve
+    shutil.rmtree(site, ignore_errors=True)
     shutil.copytree(demo_run["out"], site)
     page = (site / "index.html").read_text()
     assert "</body>" in page

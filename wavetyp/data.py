@@ -43,6 +43,7 @@ class Corpus:
     train: list[Utterance]
     test: list[Utterance]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    root: str | None = None      # folder of the audio files (`{root}/{name}.wav` for FSDD)
 
     def split(self, name: str) -> list[Utterance]:
         if name not in ("train", "test"):
@@ -129,7 +130,7 @@ def scan_fsdd(root: str | os.PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE,
         (test if idx < 5 else train).append(utt)
     if not train and not test:
         raise DataError(f"{rec}: no usable audio files ({len(skipped)} skipped)")
-    return Corpus("fsdd", sample_rate, speakers, train, test, skipped)
+    return Corpus("fsdd", sample_rate, speakers, train, test, skipped, root=str(rec))
 
 
 def load_corpus(dataset: str = "fsdd", data_dir=None, sample_rate: int = DEFAULT_SAMPLE_RATE,

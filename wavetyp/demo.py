@@ -408,10 +408,19 @@ def load_fsdd_test(data_dir=None, sample_rate: int = 8000, progress: bool = Fals
             skipped.append((str(p), str(e)))
     if not test:
         raise DataError(f"{rec}: no usable test recordings (take index 0-4)")
-    return Corpus("fsdd", sample_rate, speakers, [], test, skipped)
+    return Corpus("fsdd", sample_rate, speakers, [], test, skipped, root=str(rec))
 
 
 # ------------------------------------------------------------------ helpers
+
+def recording_link(corpus: Corpus, name: str, out_dir: Path) -> str | None:
+    """Where the report's player finds recording `name`: a path relative to the report
+    (works on any checkout with `../shared` beside it), or None when the corpus has no root."""
+    if not corpus.root:
+        return None
+    path = os.path.join(os.path.abspath(corpus.root), f"{name}.wav")   # symlinks kept
+    return Path(os.path.relpath(path, os.path.abspath(out_dir))).as_posix()
+
 
 def _finite(x):
     """JSON-safe numbers: NaN/inf -> None, numpy scalars -> Python."""
@@ -554,11 +563,12 @@ def run_demo(model, out_dir="samples/demo", quick: bool = False, seconds: float 
             timings.append({"condition": c.id, "sampling_s": t_sample, "beam_s": t_beam})
             listen = None
             if c.listen is not None:
+                # The dataset's recordings are never copied into the report (it gets
+                # committed): the player links to the file where the corpus lies.
                 w = decode_utt(c.listen)
-                listen = {"name": c.listen.name, "wav": f"audio/{c.id}__reference.wav",
+                listen = {"name": c.listen.name, "wav": recording_link(corpus, c.listen.name, out_dir),
                           "spec_png": f"img/{c.id}__reference.spec.png", "seconds": len(w) / sr,
                           "rms_dbfs": rms_dbfs(w)}
-                save_wav(stage / listen["wav"], w, sr)
                 thumbs.spectrogram(w, sr, stage / listen["spec_png"])
             cond_rows.append({"id": c.id, "level": c.level, "level_title": LEVELS[c.level],
                               "title": c.title, "conditioning": c.spec.to_dict(),

@@ -537,8 +537,10 @@ def level_grids_html(result: dict) -> str:
                          '<th>numbers</th></tr></thead><tbody>')
             lis = c.get("listen")
             if lis:
+                player = (_audio(lis["wav"]) + "<br><span class=small>linked from the dataset folder, "
+                          "not copied here</span>") if lis.get("wav") else "<span class=small>(dataset not found)</span>"
                 parts.append(f"<tr><td>recording<br><span class=small>{E(lis['name'])}</span></td>"
-                             f"<td>{_audio(lis['wav'])}</td><td>{_img(lis['spec_png'], 'spectrogram of ' + lis['name'])}</td>"
+                             f"<td>{player}</td><td>{_img(lis['spec_png'], 'spectrogram of ' + lis['name'])}</td>"
                              f"<td></td><td>RMS {fmt(lis.get('rms_dbfs'), '.1f')} dBFS</td></tr>")
             for r in [r for r in rows if r["condition"] == c["id"]]:
                 parts.append(f"<tr><td>{E(r['setting'])}</td><td>{_audio(r['wav'])}</td>"
