@@ -76,7 +76,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .cli import UsageError, add_common, check_positive, run_cli
+from .cli import UsageError, add_common, check_count, check_positive, run_cli
 from .data import DIGIT_NAMES, Corpus, Utterance
 from .generate import DecodeSettings
 
@@ -679,9 +679,8 @@ def main(argv=None) -> int:
     def body(a):
         t0 = time.time()
         check_positive("--seconds", a.seconds)
+        check_count("--threads", a.threads)
         if a.threads is not None:
-            if a.threads < 1:
-                raise UsageError(f"--threads must be >= 1, got {a.threads}")
             torch.set_num_threads(a.threads)
         out_dir = check_demo_dir(a.out, a.overwrite)   # fail fast, before any work
         from .checkpoint import load_model
