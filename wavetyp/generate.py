@@ -355,19 +355,21 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
     x = torch.full((B,), SILENCE_CODE, dtype=torch.long, device=dev)
     bar = tqdm(total=n_samples * B, disable=not progress, unit="smp", unit_scale=True,
                desc=f"generating {B}x{n_samples}", dynamic_ncols=True)
+    lg_rows, code_rows = lg.unbind(0), codes.unbind(0)   # per-step views, made once
     for c0 in range(0, n_samples, chunk):
         c1 = min(n_samples, c0 + chunk)
         noise = _gumbel((c1 - c0, B, N_CODES), gen, dev) * noise_on
+        noise_rows = noise.unbind(0)
         for t in range(c0, c1):
-            out = cache.step(x, out=lg[t - c0])
+            out = cache.step(x, out=lg_rows[t - c0])
+            x = code_rows[t]
             if t < P:
-                x = prime[:, t]
+                x.copy_(prime[:, t])
             elif truncating:
-                x = torch.argmax(process_logits(out, st) + noise[t - c0], dim=-1)
+                torch.argmax(process_logits(out, st) + noise_rows[t - c0], dim=-1, out=x)
             else:  # temperature / greedy only: one fused op then argmax
-                torch.addcmul(noise[t - c0], out, inv_tau, out=score)
-                x = torch.argmax(score, dim=-1)
-            codes[t] = x
+                torch.addcmul(noise_rows[t - c0], out, inv_tau, out=score)
+                torch.argmax(score, dim=-1, out=x)
         # vectorized bookkeeping for the chunk: stats of the untempered distribution
         chunk_logits, chunk_codes = lg[: c1 - c0], codes[c0:c1]
         nll, ent, var = step_stats(chunk_logits, chunk_codes)
