@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import export_weights, load_model
+from .checkpoint import export_weights, load_model, read_checkpoint
 from .cli import UsageError, run_cli
 from .data import DIGIT_NAMES, load_corpus
 from .evaluate import CONDITIONING_LEVELS, evaluate_nll
@@ -19,14 +19,32 @@ LEVEL_TEXT = {"none": "no conditioning", "label": "digit + speaker labels",
               "mel": "mel frames only (vocoder)", "all": "labels + mel frames"}
 
 
-def model_card(ckpt: dict, results: list[dict], run_dir: Path, shipped: Path, notes: str = "") -> str:
-    """Markdown model card; every number comes from the checkpoint, the log or `results`."""
+def round_line(i: int, ckpt: dict, run_dir: Path) -> tuple[str, int, float]:
+    """One training round of the card: (markdown line, steps, wall seconds)."""
+    a = ckpt.get("train_args", {})
+    steps, wall = int(ckpt.get("step") or 0), float(ckpt.get("wall_seconds") or 0.0)
+    line = (f"- round {i} (`{run_dir}`): {steps} steps; batch {a.get('batch_size')} x {a.get('crop')} "
+            f"samples (random crops, padding masked); AdamW peak lr {a.get('lr')}, {a.get('warmup')} warmup "
+            f"steps, cosine decay over {a.get('max_steps')} steps; seed {a.get('seed')}; "
+            f"{wall / 60:.0f} minutes with {a.get('threads') or 'default'} torch thread(s)")
+    return line, steps, wall
+
+
+def model_card(ckpt: dict, results: list[dict], run_dir: Path, shipped: Path, notes: str = "",
+               earlier: list[tuple[dict, Path]] = ()) -> str:
+    """Markdown model card; every number comes from the checkpoint, the log or `results`.
+
+    `earlier`: (checkpoint, run folder) of the rounds this run was warm-started from
+    (`train --init-from`), oldest first, so steps and wall time add up over all rounds.
+    """
     cfg = ckpt["config"]
     args = ckpt.get("train_args", {})
+    from .bench import cpu_model
     from .train import read_log
     log = read_log(run_dir / "train.jsonl")
     train_rows = [r for r in log if r.get("kind") == "train"]
     model, _ = load_model(shipped)
+    rounds = [round_line(i + 1, c, d) for i, (c, d) in enumerate(list(earlier) + [(ckpt, run_dir)])]
     lines = [
         "# Model card: `wavetyp-fsdd.pt`", "",
         "A WaveNet over 8-bit mu-law audio trained on the Free Spoken Digit Dataset (FSDD).",
@@ -44,11 +62,10 @@ def model_card(ckpt: dict, results: list[dict], run_dir: Path, shipped: Path, no
         "", "## Data and training", "",
         "- data: FSDD recordings (CC BY-SA 4.0, Zohar Jackson and contributors), official split: "
         "takes 5-49 train (2,700 files), 0-4 test (300 files); 8 kHz, 8-bit mu-law",
-        f"- steps: {ckpt.get('step')}; batch {args.get('batch_size')} x {args.get('crop')} samples "
-        f"(random crops, padding masked); AdamW lr {args.get('lr')} with {args.get('warmup')} warmup "
-        "steps and cosine decay; seed {}".format(args.get("seed")),
-        f"- wall time: {ckpt.get('wall_seconds', 0) / 60:.0f} minutes on {platform.processor() or platform.machine()} "
-        f"CPU ({torch.get_num_threads()} torch threads available), no GPU",
+        *[r[0] for r in rounds],
+        f"- in all: {sum(r[1] for r in rounds)} steps, {sum(r[2] for r in rounds) / 60:.0f} minutes of "
+        f"training on {cpu_model()} ({args.get('device', 'auto')} device setting; this card was "
+        f"written on a {platform.machine()} machine with {torch.cuda.device_count()} CUDA device(s))",
         f"- last logged training loss: {train_rows[-1]['loss_bits']:.3f} bits/sample" if train_rows else "",
         "", "## Test-split NLL (bits/sample, all 300 test files, every real sample)", "",
         "| conditioning | bits/sample |", "| --- | --- |",
@@ -83,12 +100,20 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=None,
                    help="use these results (JSON from `wavetyp.evaluate --conditioning each --json`) "
                         "instead of evaluating again")
+    p.add_argument("--earlier", nargs="+", default=[], metavar="RUN_DIR",
+                   help="run folders this run was warm-started from (train --init-from), oldest "
+                        "first: their last.pt's steps and wall time are listed as earlier rounds")
     p.add_argument("--debug", action="store_true")
 
     def body(a):
         run = Path(a.run_dir)
         if not (run / a.which).is_file():
             raise UsageError(f"{run / a.which} not found")
+        earlier = []
+        for d in map(Path, a.earlier):
+            if not (d / "last.pt").is_file():
+                raise UsageError(f"--earlier {d}: no last.pt there")
+            earlier.append((read_checkpoint(d / "last.pt"), d))
         out = export_weights(run / a.which, a.out, getattr(torch, a.dtype))
         model, _ = load_model(a.out)
         if a.results:
@@ -102,7 +127,7 @@ def main(argv=None) -> int:
         for r in results:
             print(f"conditioning {r['level']}: {r['bits_per_sample']:.3f} bits/sample")
         notes = Path(a.notes).read_text() if a.notes else ""
-        Path(a.card).write_text(model_card(out, results, run, Path(a.out), notes))
+        Path(a.card).write_text(model_card(out, results, run, Path(a.out), notes, earlier))
         if a.json:
             Path(a.json).write_text(json.dumps(results, indent=2))
         size = Path(a.out).stat().st_size / 1e6
