@@ -359,14 +359,15 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
     x = torch.full((B,), SILENCE_CODE, dtype=torch.long, device=dev)
     bar = tqdm(total=n_samples * B, disable=not progress, unit="smp", unit_scale=True,
                desc=f"generating {B}x{n_samples}", dynamic_ncols=True)
-    lg_rows, code_rows = lg.unbind(0), codes.unbind(0)   # per-step views, made once
+    lg_rows = lg.unbind(0)                  # per-step views, made once per run / per chunk:
     for c0 in range(0, n_samples, chunk):
         c1 = min(n_samples, c0 + chunk)
         noise = _gumbel((c1 - c0, B, N_CODES), gen, dev) * noise_on
         noise_rows = noise.unbind(0)
+        code_rows = codes[c0:c1].unbind(0)  # never one view per sample of the whole run (memory)
         for t in range(c0, c1):
             out = cache.step(x, out=lg_rows[t - c0])
-            x = code_rows[t]
+            x = code_rows[t - c0]
             if t < P:
                 x.copy_(prime[:, t])
             elif truncating:
