@@ -29,11 +29,12 @@ def conditionings(model, codes):
     }
 
 
-@pytest.mark.parametrize("kernel_size", [2, 3])
-def test_incremental_equals_parallel_for_every_conditioning(kernel_size):
+@pytest.mark.parametrize("kernel_size,batch", [(2, 1), (2, 3), (3, 1), (3, 3)])
+def test_incremental_equals_parallel_for_every_conditioning(kernel_size, batch):
+    """Both layouts of the cache's past taps: a view (batch 1 or kernel 2) and a per-step copy."""
     torch.manual_seed(1)
     model = WaveNet(tiny_config(kernel_size=kernel_size)).eval()
-    codes = torch.randint(0, 256, (3, 3 * model.cfg.receptive_field + 17))
+    codes = torch.randint(0, 256, (batch, 3 * model.cfg.receptive_field + 17))
     for name, cond in conditionings(model, codes).items():
         with torch.no_grad():
             par = model(codes, cond)

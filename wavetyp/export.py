@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -64,8 +63,8 @@ def model_card(ckpt: dict, results: list[dict], run_dir: Path, shipped: Path, no
         "takes 5-49 train (2,700 files), 0-4 test (300 files); 8 kHz, 8-bit mu-law",
         *[r[0] for r in rounds],
         f"- in all: {sum(r[1] for r in rounds)} steps, {sum(r[2] for r in rounds) / 60:.0f} minutes of "
-        f"training on {cpu_model()} ({args.get('device', 'auto')} device setting; this card was "
-        f"written on a {platform.machine()} machine with {torch.cuda.device_count()} CUDA device(s))",
+        f"training (device setting `{args.get('device', 'auto')}`); this card was written on "
+        f"{cpu_model()} with {torch.cuda.device_count()} CUDA device(s)",
         f"- last logged training loss: {train_rows[-1]['loss_bits']:.3f} bits/sample" if train_rows else "",
         "", "## Test-split NLL (bits/sample, all 300 test files, every real sample)", "",
         "| conditioning | bits/sample |", "| --- | --- |",

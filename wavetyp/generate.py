@@ -220,11 +220,14 @@ class GenerationCache:
         self.zpre = torch.zeros(L, batch, 2 * G, device=dev, dtype=dt)
         self.z = torch.zeros(batch, 2 * G, device=dev, dtype=dt)
         self.gathered = torch.zeros(L * (k - 1), batch, R, device=dev, dtype=dt)
-        # (L, B, (k-1)R) past taps; at B = 1 (or k = 2) this is a view of `gathered`, no copy
-        self.direct = batch == 1 or k == 2
-        self.past = (self.gathered.view(L, k - 1, batch, R).transpose(1, 2).reshape(L, batch, (k - 1) * R)
-                     if self.direct else torch.zeros(L, batch, (k - 1) * R, device=dev, dtype=dt))
-        self._past_src = None if self.direct else self.gathered.view(L, k - 1, batch, R).transpose(1, 2)
+        # The batched matmul wants the past taps as (L, B, (k-1)R). At B = 1 or k = 2 that is a
+        # view of `gathered` (`.view` would raise otherwise); else one copy per step reorders it.
+        src = self.gathered.view(L, k - 1, batch, R).transpose(1, 2)         # (L, B, k-1, R)
+        if batch == 1 or k == 2:
+            self.past, self._past_copy = src.view(L, batch, (k - 1) * R), None
+        else:
+            self.past = torch.zeros(L, batch, (k - 1) * R, device=dev, dtype=dt)
+            self._past_copy = (self.past.view(L, batch, k - 1, R), src)
         self.skip = torch.zeros(batch, S, device=dev, dtype=dt)
         self.h1 = torch.zeros(batch, cfg.head_channels, device=dev, dtype=dt)
         self.cond_t = torch.zeros(L, batch, 2 * G, device=dev, dtype=dt)
@@ -255,8 +258,9 @@ class GenerationCache:
             bias = torch.lerp(self.frames[f0], self.frames[f1], alpha, out=self.cond_t)
         # all layers' past-tap contributions at once: one gather and one batched matmul
         torch.index_select(self._flat, 0, self._rows[p], out=self.gathered)
-        if not self.direct:
-            self.past.view(self.L, self.B, self.k - 1, self.R).copy_(self._past_src)
+        if self._past_copy is not None:
+            dst, src = self._past_copy
+            dst.copy_(src)
         torch.baddbmm(bias, self.past, self.w_past, out=self.zpre)
         z, zt, zs = self.z, self._z_tanh, self._z_sig
         torch.index_select(self.embed, 0, x, out=self.H[0])
@@ -359,12 +363,12 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
     x = torch.full((B,), SILENCE_CODE, dtype=torch.long, device=dev)
     bar = tqdm(total=n_samples * B, disable=not progress, unit="smp", unit_scale=True,
                desc=f"generating {B}x{n_samples}", dynamic_ncols=True)
-    lg_rows = lg.unbind(0)                  # per-step views, made once per run / per chunk:
+    lg_rows = lg.unbind(0)                  # per-step row views: made once, not sliced per step
     for c0 in range(0, n_samples, chunk):
         c1 = min(n_samples, c0 + chunk)
         noise = _gumbel((c1 - c0, B, N_CODES), gen, dev) * noise_on
         noise_rows = noise.unbind(0)
-        code_rows = codes[c0:c1].unbind(0)  # never one view per sample of the whole run (memory)
+        code_rows = codes[c0:c1].unbind(0)  # per chunk: never one view per sample of the run
         for t in range(c0, c1):
             out = cache.step(x, out=lg_rows[t - c0])
             x = code_rows[t - c0]

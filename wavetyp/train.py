@@ -492,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     m = WaveNetConfig()
-    g = p.add_argument_group("model (ignored with --resume: the checkpoint's config is used)")
+    g = p.add_argument_group("model (ignored with --resume or --init-from: the checkpoint's config is used)")
     g.add_argument("--layers", type=int, default=m.layers_per_stack, help="layers per stack")
     g.add_argument("--stacks", type=int, default=m.n_stacks)
     g.add_argument("--kernel-size", type=int, default=m.kernel_size)
@@ -562,15 +562,16 @@ def main(argv=None) -> int:
             if (Path(out) / "last.pt").exists():
                 raise UsageError(f"{out}/last.pt exists: pass --resume to continue it, or another --out")
             opts = replace(opts, max_steps=a.max_steps or TrainOptions.max_steps)
-            corpus = load_corpus(a.dataset, a.data_dir, progress=not a.no_progress)
             if a.init_from:                       # the checkpoint's model, not the flags'
                 ckpt = read_checkpoint(a.init_from)
                 cfg, init_state = config_from(ckpt, a.init_from), ckpt["model"]
+                corpus = load_corpus(a.dataset, a.data_dir, cfg.sample_rate, progress=not a.no_progress)
                 if cfg.speakers and list(cfg.speakers) != list(corpus.speakers):
                     # speaker ids are indices into the corpus' sorted speaker list
                     raise UsageError(f"--init-from {a.init_from}: its speakers {cfg.speakers} differ "
                                      f"from this corpus' {list(corpus.speakers)}")
             else:
+                corpus = load_corpus(a.dataset, a.data_dir, progress=not a.no_progress)
                 cfg = new_config(a, corpus)
             if main_proc:
                 print(f"model: {cfg.n_params:,} parameters, receptive field {cfg.receptive_field} "
