@@ -22,10 +22,12 @@ import torch
 from tqdm import tqdm
 
 from .audio import N_CODES, SILENCE_CODE
+from .fastloop import StepState, scripted_run_steps, step_core
 from .model import Conditioning, WaveNet
 from .typicality import DEFAULT_EPSILON, TypicalitySummary, chosen_nll_bits, step_stats, summarize
 
 CHUNK = 256   # steps between vectorized bookkeeping (stats, progress, noise refills)
+FAR_CHUNK = 8  # steps whose past taps far layers fetch at once (measured: `python -m wavetyp.bench`)
 
 
 # ================================================================ decoding pieces
@@ -155,7 +157,8 @@ class GenerationCache:
     """
 
     @torch.no_grad()   # plain tensors (not inference tensors), so step() works in any mode
-    def __init__(self, model: WaveNet, batch: int, cond: Conditioning | None = None):
+    def __init__(self, model: WaveNet, batch: int, cond: Conditioning | None = None,
+                 far_chunk: int | None = None):
         cfg = model.cfg
         p = next(model.parameters())
         dev, dt = p.device, p.dtype
@@ -168,10 +171,10 @@ class GenerationCache:
         half = torch.ones(2 * G, device=dev, dtype=dt)
         half[G:] = 0.5
         W = torch.stack([m.weight for m in model.dilated]) * half[None, :, None]  # (L, 2G, kR)
-        self.w_cur = W[:, :, (k - 1) * R:].transpose(1, 2).contiguous()           # (L, R, 2G)
+        w_cur = W[:, :, (k - 1) * R:].transpose(1, 2).contiguous()                # (L, R, 2G)
         # past taps: column block j of W multiplies x_{t-(k-1-j)d}; lag m = k-1-j = 1..k-1
-        self.w_past = torch.cat([W[:, :, (k - 1 - m) * R:(k - m) * R].transpose(1, 2)
-                                 for m in range(1, k)], 1).contiguous()            # (L, (k-1)R, 2G)
+        w_past = torch.cat([W[:, :, (k - 1 - m) * R:(k - m) * R].transpose(1, 2)
+                            for m in range(1, k)], 1).contiguous()                 # (L, (k-1)R, 2G)
         # Each layer's gate output a_l gets a constant 1 appended (A[:, l, G] = 1), so one
         # addmm gives h_{l+1} = h_l + a_l W_res + b_res, and one matmul over all layers'
         # [a_l, 1] gives the summed skip outputs plus their biases.
@@ -180,11 +183,8 @@ class GenerationCache:
             w_aug = torch.cat([m.weight.t() * 0.5, m.bias[None]], 0)                 # (G+1, R+S)
             w_res.append(w_aug[:, :R])
             w_skip.append(w_aug[:, R:])
-        self.w_res = torch.stack(w_res).contiguous()                                 # (L, G+1, R)
-        self.w_skip = torch.cat(w_skip, 0).contiguous()                              # (L*(G+1), S)
-        self.w_h1, self.b_h1 = model.head1.weight.t().contiguous(), model.head1.bias.expand(batch, -1).contiguous()
-        self.w_h2, self.b_h2 = model.head2.weight.t().contiguous(), model.head2.bias.expand(batch, -1).contiguous()
-        self.embed = model.embed.weight.detach()
+        w_res = torch.stack(w_res).contiguous()                                      # (L, G+1, R)
+        w_skip = torch.cat(w_skip, 0).contiguous()                                   # (L*(G+1), S)
 
         # conditioning -> per-step gate bias (L, B, 2G), already scaled like the weights
         cond = cond or Conditioning()
@@ -193,90 +193,108 @@ class GenerationCache:
         if g is not None:
             base = base + g.transpose(0, 1)
         frames = model.local_frames(cond, batch)                      # (B, L, F, 2G) or None
-        if frames is not None:
-            fr = frames.permute(2, 1, 0, 3) + base.unsqueeze(0)       # (F, L, B, 2G)
-            self.frames = (fr * half).contiguous()
-            self.const_bias = None
-        else:
-            self.frames = None
-            self.const_bias = (base * half).contiguous()
-        self.hop = cfg.hop_length
+        if frames is not None:                                        # (F, L, B, 2G)
+            bias_all = ((frames.permute(2, 1, 0, 3) + base.unsqueeze(0)) * half).contiguous()
+        else:                                                         # (L, B, 2G)
+            bias_all = (base * half).contiguous()
 
         # ring buffer of layer inputs: position t % P holds every layer's input at time t
         max_lag = (k - 1) * max(cfg.dilations)
         self.P = 1 << max(1, math.ceil(math.log2(max_lag + 1)))
         self.buf = torch.zeros(L, self.P, batch, R, device=dev, dtype=dt)
-        lags = torch.tensor(cfg.dilations, device=dev)
-        # index table: row (t mod P) -> flat rows of buf holding the lag-m inputs of every layer
-        t = torch.arange(self.P, device=dev)[:, None]
-        base_rows = torch.arange(L, device=dev)[None, :] * self.P
-        # rows ordered (layer, lag): one gather fetches every past tap of every layer
-        self.idx = torch.stack([(t - m * lags[None, :]) % self.P + base_rows for m in range(1, k)],
-                               -1).reshape(self.P, L * (k - 1)).contiguous()
-        # preallocated step buffers
-        self.H = torch.zeros(L + 1, batch, R, device=dev, dtype=dt)   # layer inputs (+ last out)
-        self.A = torch.zeros(batch, L, G + 1, device=dev, dtype=dt)    # gate outputs, + ones
-        self.A[:, :, G] = 1.0
-        self.zpre = torch.zeros(L, batch, 2 * G, device=dev, dtype=dt)
-        self.z = torch.zeros(batch, 2 * G, device=dev, dtype=dt)
-        self.gathered = torch.zeros(L * (k - 1), batch, R, device=dev, dtype=dt)
-        # The batched matmul wants the past taps as (L, B, (k-1)R). At B = 1 or k = 2 that is a
-        # view of `gathered` (`.view` would raise otherwise); else one copy per step reorders it.
-        src = self.gathered.view(L, k - 1, batch, R).transpose(1, 2)         # (L, B, k-1, R)
-        if batch == 1 or k == 2:
-            self.past, self._past_copy = src.view(L, batch, (k - 1) * R), None
+        # "Far" layers (dilation >= C) have every past tap of the next C steps in the buffer
+        # already (lag >= d >= C), so their past-tap matmuls run once per C steps, as one
+        # (C*B)-row matmul instead of C one-row ones: at batch 1 each weight matrix is then
+        # read once per C steps. "Near" layers (dilation < C) do theirs every step.
+        far_chunk = FAR_CHUNK if far_chunk is None else far_chunk
+        C = far_chunk if 2 <= far_chunk <= self.P // 2 else 0
+        near = [l for l, d in enumerate(cfg.dilations) if not C or d < C]
+        far = [l for l, d in enumerate(cfg.dilations) if C and d >= C]
+        self.C, self.near, self.far = max(C, 1), near, far
+        # gate-input bias: constant (no mel), or per step lerped between mel frames
+        mel = bias_all.dim() == 4                           # (F, L, B, 2G) frames vs (L, B, 2G)
+        zeros = lambda n: torch.zeros(n, batch, 2 * G, device=dev, dtype=dt)  # noqa: E731
+        if mel:
+            frames_near, frames_far = bias_all[:, near].contiguous(), bias_all[:, far].contiguous()
+            bias_near, bias_far = zeros(len(near)), zeros(len(far))
+            chunk_bias = torch.zeros(1, device=dev, dtype=dt)          # mel bias added per step
         else:
-            self.past = torch.zeros(L, batch, (k - 1) * R, device=dev, dtype=dt)
-            self._past_copy = (self.past.view(L, batch, k - 1, R), src)
-        self.skip = torch.zeros(batch, S, device=dev, dtype=dt)
-        self.h1 = torch.zeros(batch, cfg.head_channels, device=dev, dtype=dt)
-        self.cond_t = torch.zeros(L, batch, 2 * G, device=dev, dtype=dt)
+            frames_near = frames_far = bias_far = torch.zeros(0, device=dev, dtype=dt)
+            bias_near = bias_all[near].contiguous()
+            chunk_bias = bias_all[far].repeat(1, max(C, 1), 1)         # (Lf, C*B, 2G)
+        t = torch.arange(self.P, device=dev)
+
+        def rows(layers, steps):
+            """Gather table: start time (mod P) -> flat buf rows of every past tap, ordered
+            (layer, step, lag) so one gather fetches all of them."""
+            d = torch.tensor([cfg.dilations[l] for l in layers], device=dev, dtype=torch.long)
+            base_rows = torch.tensor(layers, device=dev, dtype=torch.long) * self.P
+            lag = torch.arange(1, k, device=dev)
+            s = torch.arange(steps, device=dev)
+            pos = (t[:, None, None, None] + s[None, None, :, None]
+                   - lag[None, None, None, :] * d[None, :, None, None]) % self.P
+            return (pos + base_rows[None, :, None, None]).reshape(self.P, -1).contiguous()
+
+        def past_layout(n_layers, steps):
+            """Buffers for one gather and its matmul view (Ln, steps*B, (k-1)R). That is a view
+            of the gather at B = 1 or k = 2 (`.view` raises otherwise); else a copy reorders it."""
+            g = torch.zeros(n_layers * steps * (k - 1), batch, R, device=dev, dtype=dt)
+            src = g.view(n_layers, steps, k - 1, batch, R).transpose(2, 3)   # (Ln, s, B, k-1, R)
+            if batch == 1 or k == 2:
+                return g, src.reshape(n_layers, steps * batch, (k - 1) * R), None
+            past = torch.zeros(n_layers, steps * batch, (k - 1) * R, device=dev, dtype=dt)
+            return g, past, (past.view(n_layers, steps, batch, k - 1, R), src)
+
+        gathered_near, past_near, copy_near = past_layout(len(near), 1)
+        zpre_near = torch.zeros(len(near), batch, 2 * G, device=dev, dtype=dt)
+        empty = torch.zeros(0, device=dev, dtype=dt)
+        if far:
+            gathered_far, past_far, copy_far = past_layout(len(far), C)
+            zpre_far = torch.zeros(len(far), C, batch, 2 * G, device=dev, dtype=dt)
+            zstep_far = torch.zeros(len(far), batch, 2 * G, device=dev, dtype=dt)
+        else:
+            gathered_far = past_far = zpre_far = zstep_far = empty
+            copy_far = None
+        # preallocated step buffers
+        H = torch.zeros(L + 1, batch, R, device=dev, dtype=dt)      # layer inputs (+ last out)
+        A = torch.zeros(batch, L, G + 1, device=dev, dtype=dt)       # gate outputs, + ones
+        A[:, :, G] = 1.0
+        z = torch.zeros(batch, 2 * G, device=dev, dtype=dt)
         self.t = 0
-        # Every view the step uses, made once: at batch 1 a step is ~100 tiny kernels, and
+
+        # Every view the step uses, made once: at batch 1 a step is ~80 tiny kernels, and
         # re-slicing per step (select/slice dispatches) used to cost as much as the math.
-        H, A, z = self.H, self.A, self.z
-        self._flat = self.buf.view(L * self.P, batch, R)
-        self._slot = [self.buf[:, p] for p in range(self.P)]          # write position t % P
-        self._rows = list(self.idx.unbind(0))
-        self._layers = [(self.zpre[l], H[l], self.w_cur[l], A[:, l, :G], A[:, l], self.w_res[l], H[l + 1])
-                        for l in range(L)]
-        self._z_tanh, self._z_sig = z[:, :G], z[:, G:]
-        self._H_in, self._A_flat = H[:L], A.view(batch, -1)
+        def layer_views(j):
+            zp = {l: zpre_near[i] for i, l in enumerate(near)}
+            for i, l in enumerate(far):
+                zp[l] = zstep_far[i] if mel else zpre_far[i, j]
+            return [(zp[l], H[l], w_cur[l], A[:, l, :G], A[:, l], w_res[l], H[l + 1])
+                    for l in range(L)]
+
+        self.state = StepState(
+            P=self.P, C=self.C, hop=cfg.hop_length, mel=mel, has_far=bool(far),
+            flat=self.buf.view(L * self.P, batch, R), slots=list(self.buf.unbind(1)),
+            rows_near=list(rows(near, 1).unbind(0)), gathered_near=gathered_near,
+            copy_near=list(copy_near or ()), past_near=past_near, w_past_near=w_past[near].contiguous(),
+            bias_near=bias_near, frames_near=frames_near, zpre_near=zpre_near,
+            rows_far=list(rows(far, C).unbind(0)) if far else [], gathered_far=gathered_far,
+            copy_far=list(copy_far or ()), past_far=past_far, w_past_far=w_past[far].contiguous(),
+            chunk_bias=chunk_bias, zpre_far=zpre_far,
+            zpre_far_flat=zpre_far.view(len(far), C * batch, 2 * G) if far else empty,
+            frames_far=frames_far, bias_far=bias_far, zstep_far=zstep_far,
+            embed=model.embed.weight.detach(), h0=H[0],
+            layers=[layer_views(j) for j in range(self.C)],             # one list per step of a chunk
+            z=z, z_tanh=z[:, :G], z_sig=z[:, G:], h_in=H[:L], a_flat=A.view(batch, -1),
+            w_skip=w_skip, skip=torch.zeros(batch, S, device=dev, dtype=dt),
+            w_h1=model.head1.weight.t().contiguous(), b_h1=model.head1.bias.expand(batch, -1).contiguous(),
+            h1=torch.zeros(batch, cfg.head_channels, device=dev, dtype=dt),
+            w_h2=model.head2.weight.t().contiguous(), b_h2=model.head2.bias.expand(batch, -1).contiguous())
 
     def step(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Feed x_{t-1} (B,) int64; return logits for x_t (B, 256) (written into `out` if given)."""
-        t = self.t
-        p = t % self.P
-        # gate bias for this step: constant, or interpolated between mel frames
-        if self.frames is None:
-            bias = self.const_bias
-        else:
-            F_ = self.frames.shape[0]
-            f0 = min(t // self.hop, F_ - 1)
-            f1 = min(f0 + 1, F_ - 1)
-            alpha = min(max((t - f0 * self.hop) / self.hop, 0.0), 1.0)
-            bias = torch.lerp(self.frames[f0], self.frames[f1], alpha, out=self.cond_t)
-        # all layers' past-tap contributions at once: one gather and one batched matmul
-        torch.index_select(self._flat, 0, self._rows[p], out=self.gathered)
-        if self._past_copy is not None:
-            dst, src = self._past_copy
-            dst.copy_(src)
-        torch.baddbmm(bias, self.past, self.w_past, out=self.zpre)
-        z, zt, zs = self.z, self._z_tanh, self._z_sig
-        torch.index_select(self.embed, 0, x, out=self.H[0])
-        for zpre_l, h_l, w_cur, a_gate, a_l, w_res, h_next in self._layers:
-            torch.addmm(zpre_l, h_l, w_cur, out=z)
-            z.tanh_()
-            torch.addcmul(zt, zt, zs, out=a_gate)                  # tanh * 2*sigmoid
-            torch.addmm(h_l, a_l, w_res, out=h_next)                # h + a W_res + b_res
-        self._slot[p].copy_(self._H_in)
-        torch.mm(self._A_flat, self.w_skip, out=self.skip)
-        self.skip.relu_()
-        torch.addmm(self.b_h1, self.skip, self.w_h1, out=self.h1)
-        self.h1.relu_()
         if out is None:
-            out = torch.empty(self.B, N_CODES, dtype=self.h1.dtype, device=self.h1.device)
-        torch.addmm(self.b_h2, self.h1, self.w_h2, out=out)
+            out = torch.empty(self.B, N_CODES, dtype=self.state.z.dtype, device=self.state.z.device)
+        step_core(self.state, self.t, x, out)
         self.t += 1
         return out
 
@@ -284,6 +302,9 @@ class GenerationCache:
         """Make stream i continue stream index[i]'s history (beam search), in place so
         that the views made in __init__ stay valid."""
         self.buf.copy_(self.buf.index_select(2, index))
+        if self.far:   # far layers' precomputed chunk belongs to the old streams too
+            zf = self.state.zpre_far
+            zf.copy_(zf.index_select(2, index))
 
 
 # ================================================================ results
@@ -363,22 +384,27 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
     x = torch.full((B,), SILENCE_CODE, dtype=torch.long, device=dev)
     bar = tqdm(total=n_samples * B, disable=not progress, unit="smp", unit_scale=True,
                desc=f"generating {B}x{n_samples}", dynamic_ncols=True)
-    lg_rows = lg.unbind(0)                  # per-step row views: made once, not sliced per step
+    lg_rows = list(lg.unbind(0))            # per-step row views: made once, not sliced per step
+    prime_rows = (prime.t().contiguous() if prime is not None
+                  else torch.zeros(0, B, dtype=torch.long, device=dev))
+    run_steps = scripted_run_steps()
     for c0 in range(0, n_samples, chunk):
         c1 = min(n_samples, c0 + chunk)
         noise = _gumbel((c1 - c0, B, N_CODES), gen, dev) * noise_on
-        noise_rows = noise.unbind(0)
-        code_rows = codes[c0:c1].unbind(0)  # per chunk: never one view per sample of the run
-        for t in range(c0, c1):
-            out = cache.step(x, out=lg_rows[t - c0])
-            x = code_rows[t - c0]
-            if t < P:
-                x.copy_(prime[:, t])
-            elif truncating:
-                torch.argmax(process_logits(out, st) + noise_rows[t - c0], dim=-1, out=x)
-            else:  # temperature / greedy only: one fused op then argmax
-                torch.addcmul(noise_rows[t - c0], out, inv_tau, out=score)
-                torch.argmax(score, dim=-1, out=x)
+        noise_rows = list(noise.unbind(0))
+        code_rows = list(codes[c0:c1].unbind(0))  # per chunk: never one view per sample of the run
+        if not truncating:   # temperature / greedy: the whole chunk in one (scripted) call
+            x = run_steps(cache.state, c0, c1, x, lg_rows, code_rows, noise_rows, inv_tau, score,
+                          prime_rows, P)
+            cache.t = c1
+        else:
+            for t in range(c0, c1):
+                out = cache.step(x, out=lg_rows[t - c0])
+                x = code_rows[t - c0]
+                if t < P:
+                    x.copy_(prime_rows[t])
+                else:
+                    torch.argmax(process_logits(out, st) + noise_rows[t - c0], dim=-1, out=x)
         # vectorized bookkeeping for the chunk: stats of the untempered distribution
         chunk_logits, chunk_codes = lg[: c1 - c0], codes[c0:c1]
         nll, ent, var = step_stats(chunk_logits, chunk_codes)
@@ -398,10 +424,11 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
 
 
 @torch.inference_mode()
-def teacher_forced_logits(model: WaveNet, codes: torch.Tensor, cond: Conditioning | None = None) -> torch.Tensor:
+def teacher_forced_logits(model: WaveNet, codes: torch.Tensor, cond: Conditioning | None = None,
+                          far_chunk: int | None = None) -> torch.Tensor:
     """Run the cache over known codes (B, T) -> (B, T, 256) logits (for exactness checks)."""
     B, T = codes.shape
-    cache = GenerationCache(model, B, cond)
+    cache = GenerationCache(model, B, cond, far_chunk)
     out = torch.empty(T, B, N_CODES)
     x = torch.full((B,), SILENCE_CODE, dtype=torch.long)
     for t in range(T):
