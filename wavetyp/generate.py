@@ -2,10 +2,13 @@
 
 The cache ("fast WaveNet"): every dilated layer needs its own input at t - j*d for the
 k-1 past taps. Those are known before the step starts, so one gather fetches the past
-taps of all layers and one batched matmul turns them into every layer's gate input;
+taps of all layers and one batched matmul turns them into every layer's gate input
+(layers with dilation >= 8 even know them 8 steps ahead and do this once per 8 steps);
 within the step each layer then does one small matmul for the current tap, the gate,
-and one fused residual+skip matmul. Work per step is O(layers), independent of the
-receptive field and of how much has been generated; memory is flat in length.
+and one residual matmul, and one matmul at the end sums every layer's skip output. Work
+per step is O(layers), independent of the receptive field and of how much has been
+generated; memory is flat in length. The step itself lives in fastloop.py, where
+temperature/greedy sampling runs a whole chunk of steps in TorchScript.
 
 Logging: at every step the NLL of the chosen code, the entropy and the varentropy are
 taken from the model's UNTEMPERED distribution p_t, because the typical set is defined
