@@ -253,7 +253,8 @@ def main(argv=None) -> int:
         meta["wall_seconds"] = time.time() - t0
         summary = write_outputs(out_dir, run, rendered, sr, meta, plot=not a.no_plot)
         print(format_table(summary["samples"]))
-        print(f"\nwrote {len(rendered)} WAV/NPZ pairs, {run}.json and {run}.png to {out_dir}/ "
+        plot = "" if a.no_plot else f" and {run}.png"
+        print(f"\nwrote {len(rendered)} WAV/NPZ pairs, {run}.json{plot} to {out_dir}/ "
               f"in {time.time() - t0:.1f} s")
         return 0
 
