@@ -422,3 +422,17 @@ def test_torchrun_cli_two_processes(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert [r["step"] for r in train_rows(run)] == [1, 2, 3, 4]
     assert read_checkpoint(run / "last.pt")["step"] == 4
+
+
+def test_keep_freed_memory_applies_on_linux_glibc():
+    """The trainer's malloc setting (kept freed memory, no per-step page faults) takes effect;
+    checked in a fresh process so this test process keeps its default allocator."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", "from wavetyp.train import keep_freed_memory as k; "
+                          "print(k(), k())"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import platform
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    expected = "True True" if glibc else "False False"
+    assert out.stdout.split() == expected.split()

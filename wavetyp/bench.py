@@ -52,6 +52,7 @@ from .audio import N_CODES, SILENCE_CODE
 from .bench_reference import ReferenceConfig, ReferenceWaveNet
 from .bench_reference import train_step as reference_train_step
 from .cli import UsageError, add_common, check_count, check_new_file, run_cli
+from .train import keep_freed_memory
 from .model import Conditioning, WaveNet, WaveNetConfig
 
 SECTIONS = ("reference", "wavetyp_reference_config", "shipped")
@@ -679,6 +680,10 @@ def main(argv=None) -> int:
         if a.quick:
             a.repeats = 1
         plan = Plan.quick() if a.quick else Plan(repeats=a.repeats)
+        # Every section, the reference included, runs with glibc keeping freed memory, as
+        # `python -m wavetyp.train` does on the CPU: a process-wide setting any implementation
+        # could use, so it is not counted as wavetyp's advantage.
+        malloc_kept = keep_freed_memory()
         if a.worker:                                   # one section, results to a file
             res = run_section_here(a.worker, a, plan)
             Path(a.worker_out).write_text(json.dumps(json_ready(res)))
@@ -692,6 +697,10 @@ def main(argv=None) -> int:
         report = {s: None for s in SECTIONS}
         report["machine"] = machine_info(a.device)
         report["notes"] = []
+        report["machine"]["malloc_keeps_freed_memory"] = malloc_kept
+        if malloc_kept:
+            report["notes"].append("glibc malloc keeps freed memory in every section, the reference "
+                                   "included (as `python -m wavetyp.train` does on the CPU)")
         if "shipped" in sections:
             report["notes"].append(resolve_shipped(a.checkpoint)[1])
         if a.quick:

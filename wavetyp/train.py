@@ -14,6 +14,7 @@ Under torchrun every rank computes the same updates (DDP); only rank 0 writes fi
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -81,6 +82,25 @@ class TrainOptions:
 CALLER_OPTIONS = ("out", "progress", "device", "threads", "compile", "final_eval", "stop_at")
 # ... and these limits are the caller's when given (not None), else the run's own.
 LIMIT_OPTIONS = ("max_steps", "max_minutes")
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc malloc to serve big blocks from its heap and keep freed memory there.
+
+    A CPU training step allocates and frees the same tens of MB of activations every step;
+    by default glibc gives blocks that big their own mmap and unmaps them when freed, so every
+    step page-faults its activations in again. Measured on this project's 2-core VM (batch
+    8 x 8000, reference-sized model): ~19k -> ~24k samples/s, peak RSS 3.6 -> 4.0 GB. Linux
+    with glibc only; returns whether it was applied (it is process-wide and stays on).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4                 # <malloc.h>
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+    except (OSError, AttributeError):                         # not glibc: leave malloc alone
+        return False
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -553,7 +573,8 @@ def main(argv=None) -> int:
                             compile=a.compile, threads=a.threads, dataset=a.dataset,
                             data_dir=a.data_dir, progress=not a.no_progress,
                             final_eval=not a.no_final_eval)
-        pick_device(opts.device)
+        if pick_device(opts.device).type == "cpu":
+            keep_freed_memory()                   # no page faults on every step's activations
         corpus = cfg = init_state = None
         if a.resume:
             if main_proc:
