@@ -52,8 +52,8 @@ from .audio import N_CODES, SILENCE_CODE
 from .bench_reference import ReferenceConfig, ReferenceWaveNet
 from .bench_reference import train_step as reference_train_step
 from .cli import UsageError, add_common, check_count, check_new_file, run_cli
-from .train import keep_freed_memory
 from .model import Conditioning, WaveNet, WaveNetConfig
+from .train import keep_freed_memory
 
 SECTIONS = ("reference", "wavetyp_reference_config", "shipped")
 TITLES = {"reference": "reference", "wavetyp_reference_config": "wavetyp (ref. config)",

@@ -213,16 +213,17 @@ class GenerationCache:
         C = far_chunk if 2 <= far_chunk <= self.P // 2 else 0
         near = [l for l, d in enumerate(cfg.dilations) if not C or d < C]
         far = [l for l, d in enumerate(cfg.dilations) if C and d >= C]
-        self.C, self.near, self.far = max(C, 1), near, far
+        self.far = far                                   # reorder() and tests need it
         # gate-input bias: constant (no mel), or per step lerped between mel frames
         mel = bias_all.dim() == 4                           # (F, L, B, 2G) frames vs (L, B, 2G)
         zeros = lambda n: torch.zeros(n, batch, 2 * G, device=dev, dtype=dt)  # noqa: E731
+        empty = torch.zeros(0, device=dev, dtype=dt)
         if mel:
             frames_near, frames_far = bias_all[:, near].contiguous(), bias_all[:, far].contiguous()
             bias_near, bias_far = zeros(len(near)), zeros(len(far))
             chunk_bias = torch.zeros(1, device=dev, dtype=dt)          # mel bias added per step
         else:
-            frames_near = frames_far = bias_far = torch.zeros(0, device=dev, dtype=dt)
+            frames_near = frames_far = bias_far = empty
             bias_near = bias_all[near].contiguous()
             chunk_bias = bias_all[far].repeat(1, max(C, 1), 1)         # (Lf, C*B, 2G)
         t = torch.arange(self.P, device=dev)
@@ -249,12 +250,11 @@ class GenerationCache:
             return g, past, (past.view(n_layers, steps, batch, k - 1, R), src)
 
         gathered_near, past_near, copy_near = past_layout(len(near), 1)
-        zpre_near = torch.zeros(len(near), batch, 2 * G, device=dev, dtype=dt)
-        empty = torch.zeros(0, device=dev, dtype=dt)
+        zpre_near = zeros(len(near))
         if far:
             gathered_far, past_far, copy_far = past_layout(len(far), C)
             zpre_far = torch.zeros(len(far), C, batch, 2 * G, device=dev, dtype=dt)
-            zstep_far = torch.zeros(len(far), batch, 2 * G, device=dev, dtype=dt)
+            zstep_far = zeros(len(far)) if mel else empty              # mel: this step's bias
         else:
             gathered_far = past_far = zpre_far = zstep_far = empty
             copy_far = None
@@ -275,7 +275,7 @@ class GenerationCache:
                     for l in range(L)]
 
         self.state = StepState(
-            P=self.P, C=self.C, hop=cfg.hop_length, mel=mel, has_far=bool(far),
+            P=self.P, C=max(C, 1), hop=cfg.hop_length, mel=mel, has_far=bool(far),
             flat=self.buf.view(L * self.P, batch, R), slots=list(self.buf.unbind(1)),
             rows_near=list(rows(near, 1).unbind(0)), gathered_near=gathered_near,
             copy_near=list(copy_near or ()), past_near=past_near, w_past_near=w_past[near].contiguous(),
@@ -286,7 +286,7 @@ class GenerationCache:
             zpre_far_flat=zpre_far.view(len(far), C * batch, 2 * G) if far else empty,
             frames_far=frames_far, bias_far=bias_far, zstep_far=zstep_far,
             embed=model.embed.weight.detach(), h0=H[0],
-            layers=[layer_views(j) for j in range(self.C)],             # one list per step of a chunk
+            layers=[layer_views(j) for j in range(max(C, 1))],             # one list per step of a chunk
             z=z, z_tanh=z[:, :G], z_sig=z[:, G:], h_in=H[:L], a_flat=A.view(batch, -1),
             w_skip=w_skip, skip=torch.zeros(batch, S, device=dev, dtype=dt),
             w_h1=model.head1.weight.t().contiguous(), b_h1=model.head1.bias.expand(batch, -1).contiguous(),
