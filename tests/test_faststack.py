@@ -1,0 +1,110 @@
+"""The residual stack with its own backward (faststack.py) against the plain autograd loop."""
+import pytest
+import torch
+
+from wavetyp import faststack
+from wavetyp.model import Conditioning, WaveNet, WaveNetConfig
+
+from conftest import tiny_config
+
+
+def forward_backward(model, codes, cond, fast: bool, monkeypatch):
+    """Logits and every parameter's gradient of a fixed nonlinear function of the logits."""
+    monkeypatch.setenv("WAVETYP_FASTSTACK", "1" if fast else "0")
+    model.zero_grad(set_to_none=True)
+    logits = model(codes, cond)
+    (logits.sin() * torch.linspace(0, 1, logits.shape[-1], dtype=logits.dtype)).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return logits.detach(), grads
+
+
+def assert_same(model, codes, cond, monkeypatch, rtol):
+    plain_out, plain_g = forward_backward(model, codes, cond, False, monkeypatch)
+    fast_out, fast_g = forward_backward(model, codes, cond, True, monkeypatch)
+    assert fast_out.shape == plain_out.shape
+    torch.testing.assert_close(fast_out, plain_out, rtol=rtol, atol=rtol)
+    assert fast_g.keys() == plain_g.keys()
+    for name, g in plain_g.items():
+        scale = g.abs().max().clamp_min(1e-12)
+        err = ((fast_g[name] - g).abs().max() / scale).item()
+        assert err < rtol, f"{name}: relative gradient error {err:.2e}"
+
+
+@pytest.mark.parametrize("kernel_size", [2, 3])
+def test_unconditioned_matches_autograd_loop(kernel_size, monkeypatch):
+    torch.manual_seed(0)
+    cfg = tiny_config(kernel_size=kernel_size, n_digits=0, speakers=[], n_mels=0)
+    model = WaveNet(cfg).double().train()
+    codes = torch.randint(0, 256, (3, 120))
+    assert_same(model, codes, None, monkeypatch, rtol=1e-10)
+
+
+def test_every_conditioning_kind_matches(monkeypatch):
+    """Labels (some absent), mel frames (dropped for one stream): gradients reach every table."""
+    torch.manual_seed(1)
+    model = WaveNet(tiny_config()).double().train()
+    codes = torch.randint(0, 256, (3, 100))
+    cond = Conditioning(digit=torch.tensor([1, -1, 7]), speaker=torch.tensor([0, 1, -1]),
+                        mel=model.log_mel(codes).double(),
+                        mel_present=torch.tensor([True, False, True]))
+    assert_same(model, codes, cond, monkeypatch, rtol=1e-10)
+    _, grads = forward_backward(model, codes, cond, True, monkeypatch)
+    for name in ("digit_emb.weight", "speaker_emb.weight", "mel_proj.weight", "mel_null"):
+        assert grads[name].abs().sum() > 0, name
+
+
+def test_float32_and_shifts_longer_than_the_input(monkeypatch):
+    """A sequence shorter than the largest tap shift (zero taps only) in float32."""
+    torch.manual_seed(2)
+    model = WaveNet(tiny_config(layers_per_stack=5, n_mels=0)).train()   # dilation 16
+    codes = torch.randint(0, 256, (2, 12))
+    assert_same(model, codes, Conditioning(digit=torch.tensor([3, 4])), monkeypatch, rtol=1e-4)
+
+
+def test_gradcheck_of_the_function_itself():
+    torch.manual_seed(3)
+    B, T, R, G, S, k, dil = 2, 9, 3, 2, 4, 3, (1, 2, 4)
+    h0 = torch.randn(B, T, R, dtype=torch.double, requires_grad=True)
+    zc = torch.randn(len(dil), B, T, 2 * G, dtype=torch.double, requires_grad=True)
+    weights = []
+    for _ in dil:
+        weights += [torch.randn(2 * G, k * R, dtype=torch.double), torch.randn(2 * G, dtype=torch.double),
+                    torch.randn(R + S, G, dtype=torch.double), torch.randn(R + S, dtype=torch.double)]
+    weights = [w.requires_grad_() for w in weights]
+    assert torch.autograd.gradcheck(
+        lambda h, z, *w: faststack.ResidualStack.apply(h, z, dil, *w), (h0, zc, *weights))
+
+
+def test_used_only_where_it_should_be(monkeypatch):
+    h = torch.zeros(1, 4, 8)
+    monkeypatch.setenv("WAVETYP_FASTSTACK", "1")
+    assert faststack.applies(h)
+    with torch.no_grad():
+        assert not faststack.applies(h)          # scoring and sampling keep the plain loop
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not faststack.applies(h)
+    monkeypatch.setenv("WAVETYP_FASTSTACK", "0")
+    assert not faststack.applies(h)
+
+
+def test_a_few_training_steps_follow_the_same_path(monkeypatch):
+    """Three AdamW steps from the same start: the losses agree to float32 rounding."""
+    losses = {}
+    for fast in (False, True):
+        monkeypatch.setenv("WAVETYP_FASTSTACK", "1" if fast else "0")
+        torch.manual_seed(4)
+        model = WaveNet(tiny_config(n_mels=0)).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        codes = torch.randint(0, 256, (2, 64))
+        cond = Conditioning(digit=torch.tensor([1, 2]), speaker=torch.tensor([0, -1]))
+        run = []
+        for _ in range(3):
+            loss = torch.nn.functional.cross_entropy(model(codes, cond).reshape(-1, 256),
+                                                     codes.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.append(loss.item())
+        losses[fast] = run
+    assert losses[True][2] < losses[True][0]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
