@@ -63,16 +63,36 @@ def test_float32_and_shifts_longer_than_the_input(monkeypatch):
 
 def test_gradcheck_of_the_function_itself():
     torch.manual_seed(3)
-    B, T, R, G, S, k, dil = 2, 9, 3, 2, 4, 3, (1, 2, 4)
-    h0 = torch.randn(B, T, R, dtype=torch.double, requires_grad=True)
-    zc = torch.randn(len(dil), B, T, 2 * G, dtype=torch.double, requires_grad=True)
+    B, T, R, G, S, k, dil, hop = 2, 9, 3, 2, 4, 3, (1, 2, 4), 4
+    dd = dict(dtype=torch.double)
+    h0 = torch.randn(B, T, R, **dd, requires_grad=True)
+    gbias = torch.randn(B, len(dil), 2 * G, **dd, requires_grad=True)
+    frames = torch.randn(B, len(dil), T // hop + 1, 2 * G, **dd, requires_grad=True)
     weights = []
     for _ in dil:
-        weights += [torch.randn(2 * G, k * R, dtype=torch.double), torch.randn(2 * G, dtype=torch.double),
-                    torch.randn(R + S, G, dtype=torch.double), torch.randn(R + S, dtype=torch.double)]
+        weights += [torch.randn(2 * G, k * R, **dd), torch.randn(2 * G, **dd),
+                    torch.randn(R + S, G, **dd), torch.randn(R + S, **dd)]
     weights = [w.requires_grad_() for w in weights]
     assert torch.autograd.gradcheck(
-        lambda h, z, *w: faststack.ResidualStack.apply(h, z, dil, *w), (h0, zc, *weights))
+        lambda h, g, f, *w: faststack.ResidualStack.apply(h, g, f, hop, dil, *w),
+        (h0, gbias, frames, *weights))
+
+
+@pytest.mark.parametrize("T,F", [(64, 5), (70, 5), (64, 9), (70, 9), (50, 1), (16, 1), (3, 4)])
+def test_frame_interpolation_equals_the_gather_and_lerp(T, F):
+    """frames_add_ and frames_grad against WaveNet.frame_weights + lerp, with frames that
+    end before, at, or after the audio."""
+    torch.manual_seed(5)
+    hop, B, C = 16, 2, 3
+    fr = torch.randn(B, F, C, dtype=torch.double, requires_grad=True)
+    f0, f1, alpha = WaveNet.frame_weights(torch.arange(T), hop, F)
+    ref = torch.lerp(fr[:, f0], fr[:, f1], alpha[:, None].double())
+    out = torch.zeros(B, T, C, dtype=torch.double)
+    faststack.frames_add_(out, fr.detach(), hop)
+    torch.testing.assert_close(out, ref.detach(), rtol=1e-12, atol=1e-12)
+    g = torch.randn(B, T, C, dtype=torch.double)
+    (want,) = torch.autograd.grad(ref, fr, g)
+    torch.testing.assert_close(faststack.frames_grad(g, F, hop), want, rtol=1e-12, atol=1e-12)
 
 
 def test_used_only_where_it_should_be(monkeypatch):

@@ -38,17 +38,66 @@ def fill_taps(X: torch.Tensor, dilation: int, k: int, R: int) -> None:
         tap[:, shift:].copy_(h[:, :T - shift])
 
 
+def interp_weights(hop: int, dtype) -> torch.Tensor:
+    """(2, hop): weights of frame f and f+1 for the hop positions f*hop + r (r = 0..hop-1)."""
+    w1 = torch.arange(hop, dtype=dtype) / hop
+    return torch.stack([1 - w1, w1])
+
+
+def frames_add_(z: torch.Tensor, fr: torch.Tensor, hop: int) -> None:
+    """z (B, T, C) += fr (B, F, C) linearly interpolated between frame centres f*hop
+    (clamped to the last frame), as `WaveNet.frame_weights` + lerp, without index gathers."""
+    B, T, C = z.shape
+    F = fr.shape[1]
+    w = interp_weights(hop, z.dtype)
+    n = min(T // hop, F - 1)                          # whole hops that have a next frame
+    if n:
+        zb = z[:, :n * hop].view(B, n, hop, C)
+        zb.addcmul_(fr[:, :n, None], w[0, :, None])
+        zb.addcmul_(fr[:, 1:n + 1, None], w[1, :, None])
+    rest = z[:, n * hop:]
+    if rest.shape[1] == 0:
+        return
+    if n < F - 1:                                     # a part of one hop, next frame exists
+        r = rest.shape[1]
+        rest.addcmul_(fr[:, n:n + 1], w[0, :r, None]).addcmul_(fr[:, n + 1:n + 2], w[1, :r, None])
+    else:                                             # past the last frame centre: that frame
+        rest.add_(fr[:, F - 1:F])
+
+
+def frames_grad(dz: torch.Tensor, F: int, hop: int) -> torch.Tensor:
+    """The gradient of `frames_add_` with respect to fr: (B, T, C) -> (B, F, C)."""
+    B, T, C = dz.shape
+    g = dz.new_zeros(B, F, C)
+    w = interp_weights(hop, dz.dtype)
+    n = min(T // hop, F - 1)
+    if n:
+        both = torch.matmul(w, dz[:, :n * hop].view(B, n, hop, C))    # (B, n, 2, C)
+        g[:, :n] += both[:, :, 0]
+        g[:, 1:n + 1] += both[:, :, 1]
+    rest = dz[:, n * hop:]
+    if rest.shape[1]:
+        if n < F - 1:
+            r = rest.shape[1]
+            g[:, n:n + 2] += torch.matmul(w[:, :r], rest)
+        else:
+            g[:, F - 1] += rest.sum(1)
+    return g
+
+
 class ResidualStack(torch.autograd.Function):
     """(B, T, R) embedded inputs -> (B, T, S) sum of the skip outputs of every layer.
 
     Per layer l with dilation d: z = [x_{t-(k-1)d} .. x_t] @ Wd^T + bd (+ zc[l]);
     a = tanh(z[:G]) * sigmoid(z[G:]); o = a @ Wrs^T + brs; x <- x + o[:R]; skip += o[R:].
-    zc: None, or (L, B, 1 or T, 2G) conditioning terms added to each layer's gate input.
+    Conditioning terms added to each layer's gate input (either may be None):
+    gbias (B, L, 2G) from the labels, and frames (B, L, F, 2G) at frame rate, interpolated
+    to the sample rate inside (frames_add_) rather than materialised for all layers at once.
     weights: Wd, bd, Wrs, brs for every layer, in order.
     """
 
     @staticmethod
-    def forward(ctx, h0, zc, dilations, *weights):
+    def forward(ctx, h0, gbias, frames, hop, dilations, *weights):
         B, T, R = h0.shape
         N, L = B * T, len(dilations)
         k = weights[0].shape[1] // R
@@ -62,8 +111,10 @@ class ResidualStack(torch.autograd.Function):
             Wd, bd, Wrs, brs = weights[4 * l: 4 * l + 4]
             fill_taps(X, d, k, R)
             z = torch.addmm(bd, X.view(N, k * R), Wd.t())
-            if zc is not None:
-                z.view(B, T, G2).add_(zc[l])
+            if gbias is not None:
+                z.view(B, T, G2).add_(gbias[:, l, None])
+            if frames is not None:
+                frames_add_(z.view(B, T, G2), frames[:, l], hop)
             # tanh(x) = 2 sigmoid(2x) - 1: one sigmoid over the whole contiguous z is ~2x
             # cheaper on the CPU than tanh and sigmoid over the two strided halves
             z[:, :G].mul_(2.0)
@@ -81,7 +132,9 @@ class ResidualStack(torch.autograd.Function):
             del o
         ctx.save_for_backward(*saved, *weights)
         ctx.dilations, ctx.shape = dilations, (B, T, R, k, G, S)
-        ctx.zc_shape = None if zc is None else zc.shape
+        ctx.hop = hop
+        ctx.gbias_shape = None if gbias is None else gbias.shape
+        ctx.frames_shape = None if frames is None else frames.shape
         return skip.view(B, T, S)
 
     @staticmethod
@@ -98,8 +151,10 @@ class ResidualStack(torch.autograd.Function):
         Go[:, :R].zero_()
         gb_skip = Go[:, R:].sum(0)
         gh = Go[:, :R].view(B, T, R)
-        want_zc = ctx.zc_shape is not None and ctx.needs_input_grad[1]
-        g_zc = g_skip.new_empty(ctx.zc_shape) if want_zc else None
+        g_gbias = (g_skip.new_empty(ctx.gbias_shape)
+                   if ctx.gbias_shape is not None and ctx.needs_input_grad[1] else None)
+        g_frames = (g_skip.new_empty(ctx.frames_shape)
+                    if ctx.frames_shape is not None and ctx.needs_input_grad[2] else None)
         grads = [None] * (4 * L)
         for l in reversed(range(L)):
             d = ctx.dilations[l]
@@ -116,12 +171,10 @@ class ResidualStack(torch.autograd.Function):
             del da
             grads[4 * l] = dz.t().mm(X.view(N, k * R))                    # dWd (2G, kR)
             grads[4 * l + 1] = dz.sum(0)
-            if want_zc:
-                dz3 = dz.view(B, T, 2 * G)
-                if ctx.zc_shape[2] == 1:
-                    torch.sum(dz3, 1, keepdim=True, out=g_zc[l])
-                else:
-                    g_zc[l].copy_(dz3)
+            if g_gbias is not None:
+                torch.sum(dz.view(B, T, 2 * G), 1, out=g_gbias[:, l])
+            if g_frames is not None:
+                g_frames[:, l] = frames_grad(dz.view(B, T, 2 * G), ctx.frames_shape[2], ctx.hop)
             # dz @ Wd with Wd held transposed: MKL runs this shape ~1.5x faster that way
             dX = dz.mm(Wd.t().contiguous().t()).view(B, T, k * R)
             del dz
@@ -132,4 +185,4 @@ class ResidualStack(torch.autograd.Function):
                 if shift < T:
                     gh[:, :T - shift].add_(dX[:, shift:, j * R:(j + 1) * R])
             del dX
-        return (gh.clone(), g_zc, None, *grads)
+        return (gh.clone(), g_gbias, g_frames, None, None, *grads)

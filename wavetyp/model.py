@@ -193,14 +193,16 @@ class WaveNet(nn.Module):
         h = self.embed(inputs)                                       # (B, T, R)
         gbias = self.global_bias(cond, B)
         frames = self.local_frames(cond, B)
-        f0 = f1 = alpha = None
+        if faststack.applies(h):   # CPU training: same loop, own backward
+            weights = [w for lin, rs in zip(self.dilated, self.res_skip)
+                       for w in (lin.weight, lin.bias, rs.weight, rs.bias)]
+            skip = faststack.ResidualStack.apply(h, gbias, frames, self.cfg.hop_length,
+                                                 tuple(self.cfg.dilations), *weights)
+            return self.head2(F.relu(self.head1(F.relu(skip))))
         if frames is not None:
             pos = torch.arange(T, device=codes.device)
             f0, f1, alpha = self.frame_weights(pos, self.cfg.hop_length, frames.shape[2])
             alpha = alpha[:, None]
-        if faststack.applies(h):
-            skip = self._stack_with_own_backward(h, gbias, frames, f0, f1, alpha)
-            return self.head2(F.relu(self.head1(F.relu(skip))))
         skip = 0
         for l, (d, lin, rs) in enumerate(zip(self.cfg.dilations, self.dilated, self.res_skip)):
             # causal dilated taps: x_{t - j*d} for j = k-1 .. 0, zeros before the start
@@ -217,20 +219,6 @@ class WaveNet(nn.Module):
             h = h + out[..., :R]
             skip = skip + out[..., R:]
         return self.head2(F.relu(self.head1(F.relu(skip))))
-
-    def _stack_with_own_backward(self, h, gbias, frames, f0=None, f1=None, alpha=None):
-        """The layer loop above as one autograd Function (faststack.py): CPU training only."""
-        zc = None                                     # (L, B, 1 or T, 2G) gate-input terms
-        if gbias is not None:
-            zc = gbias.transpose(0, 1).unsqueeze(2)
-        if frames is not None:                        # (B, L, F, 2G) -> (L, B, T, 2G)
-            fr = frames.transpose(0, 1)
-            mel = torch.lerp(fr[:, :, f0], fr[:, :, f1], alpha.to(fr.dtype))
-            zc = mel if zc is None else zc + mel
-        weights = []
-        for lin, rs in zip(self.dilated, self.res_skip):
-            weights += [lin.weight, lin.bias, rs.weight, rs.bias]
-        return faststack.ResidualStack.apply(h, zc, tuple(self.cfg.dilations), *weights)
 
 
 def nll_bits(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
