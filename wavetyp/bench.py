@@ -703,6 +703,12 @@ def main(argv=None) -> int:
                                    "included (as `python -m wavetyp.train` does on the CPU)")
         if "shipped" in sections:
             report["notes"].append(resolve_shipped(a.checkpoint)[1])
+        if a.device == "cpu":
+            report["machine"]["faststack"] = os.environ.get("WAVETYP_FASTSTACK", "1") != "0"
+            report["notes"].append(
+                "wavetyp trains with the hand-written residual-stack backward (faststack.py)"
+                if report["machine"]["faststack"] else
+                "WAVETYP_FASTSTACK=0: wavetyp trains with the plain autograd layer loop")
         if a.quick:
             report["notes"].append("--quick: tiny reference model and lengths, 1 repeat; "
                                    "timings are not meaningful")
