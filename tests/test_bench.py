@@ -143,3 +143,13 @@ def test_quick_bench_cli_with_worker_processes(tiny_ckpt, tmp_path):
                         str(tiny_ckpt), "--json", str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     check_report(json.loads(out.read_text()))
+
+
+@pytest.mark.slow
+def test_quick_profile_covers_sampling_and_training(tiny_ckpt, capsys):
+    assert bench.main(["--quick", "--profile", "--checkpoint", str(tiny_ckpt)]) == 0
+    text = capsys.readouterr().out
+    for title in ("reference", "wavetyp (ref. config)", "wavetyp (shipped)"):
+        assert f"== {title}: 40 steps at B=1" in text
+        assert f"== {title}: training step 2 x 256" in text
+    assert text.count("matrix products / convolutions") == 3

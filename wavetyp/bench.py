@@ -27,7 +27,8 @@ Real-time factor (RTF) here = seconds of audio generated per wall-clock second, 
 together, at the model's sample rate: > 1 is faster than real time.
 
 `--profile` skips the timings and instead profiles ~200 incremental steps at B = 1 of
-wavetyp's sampler (and of the reference, for its op count), printing the top ops.
+wavetyp's sampler (and of the reference, for its op count) and one training step of each,
+printing the top ops and the share of the training step spent in matrix products.
 """
 from __future__ import annotations
 
@@ -633,6 +634,36 @@ def profile_sampler(args) -> str:
     return "\n".join(out)
 
 
+def profile_training(args) -> str:
+    """torch.profiler over one training step (batch 8 x 8000) after two warm-up steps, with
+    the matrix products summed apart from everything else."""
+    from torch.profiler import ProfilerActivity, profile
+    plan = Plan.quick() if args.quick else Plan()
+    B, T = plan.train_batch, plan.train_len
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
+    names = [s for s in ("wavetyp_reference_config", "reference", "shipped")
+             if args.config == "both" or (s == "shipped") == (args.config == "shipped")]
+    out = []
+    for section in names:
+        subj = build_subject(section, args, args.device)
+        step = subj.train_step(B, T)
+        log(f"profile: {TITLES[section]}, one training step of {B} x {T}")
+        step(), step()
+        plain = timed(step, args.device)
+        with profile(activities=acts) as prof:
+            step()
+        ka = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in ka) / 1e6
+        gemm = sum(e.self_cpu_time_total for e in ka
+                   if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::mkldnn_convolution",
+                                "aten::convolution_backward")) / 1e6
+        out.append(f"== {TITLES[section]}: training step {B} x {T}, {plain:.2f} s without the "
+                   f"profiler; profiled {total:.2f} s of op time, of which matrix products / "
+                   f"convolutions {gemm:.2f} s ({100 * gemm / max(total, 1e-9):.0f} %)")
+        out.append(ka.table(sort_by="self_cpu_time_total", row_limit=15))
+    return "\n".join(out)
+
+
 # ================================================================ CLI
 
 def build_parser() -> argparse.ArgumentParser:
@@ -649,7 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="smoke test: tiny reference model, tiny lengths, 1 repeat")
     p.add_argument("--profile", action="store_true",
-                   help="instead of timing: profile ~200 incremental steps at B=1 and print the top ops")
+                   help="instead of timing: profile ~200 incremental steps at B=1 and one training "
+                        "step, and print the top ops")
     p.add_argument("--in-process", action="store_true",
                    help="measure all sections in this process (faster start; peak RSS is then "
                         "the running maximum of the whole process)")
@@ -692,6 +724,7 @@ def main(argv=None) -> int:
             check_new_file(a.json, a.overwrite)
         if a.profile:
             print(profile_sampler(a))
+            print(profile_training(a))
             return 0
         sections = {"reference": SECTIONS[:2], "shipped": SECTIONS[2:], "both": SECTIONS}[a.config]
         report = {s: None for s in SECTIONS}
