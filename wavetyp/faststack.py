@@ -4,8 +4,9 @@ Autograd's generic backward of the plain layer loop spends about 40% of a CPU tr
 outside the matrix products: a zero-filled gradient buffer and a copy for every tap slice
 and channel split, then accumulations. `ResidualStack` does the same arithmetic with
 exactly the GEMMs needed (2 per layer forward, 4 backward) and few elementwise passes, in
-buffers it allocates once per layer. tests/test_faststack.py checks outputs and gradients
-against the plain loop in `WaveNet.forward`.
+buffers it allocates once per layer, and interpolates the mel frames one hop at a time
+(frames_add_) instead of gathering a frame row per sample. Used by `WaveNet.forward` when
+`applies()`; tests/test_faststack.py checks outputs and gradients against the plain loop.
 """
 from __future__ import annotations
 
