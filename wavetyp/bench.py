@@ -52,11 +52,13 @@ import torch.nn.functional as F
 from .audio import N_CODES, SILENCE_CODE
 from .bench_reference import ReferenceConfig, ReferenceWaveNet
 from .bench_reference import train_step as reference_train_step
+from . import faststack
 from .cli import UsageError, add_common, check_count, check_new_file, run_cli
 from .model import Conditioning, WaveNet, WaveNetConfig
 from .train import keep_freed_memory
 
 SECTIONS = ("reference", "wavetyp_reference_config", "shipped")
+SECTIONS_FOR = {"reference": SECTIONS[:2], "shipped": SECTIONS[2:], "both": SECTIONS}   # --config
 TITLES = {"reference": "reference", "wavetyp_reference_config": "wavetyp (ref. config)",
           "shipped": "wavetyp (shipped)"}
 TARGETS = {"incremental_b1": 16.0, "incremental_b16": 8.0, "train": 1.5}
@@ -612,14 +614,9 @@ def profile_sampler(args) -> str:
     from torch.profiler import ProfilerActivity, profile
     steps = 40 if args.quick else 200
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
-    subjects = []
-    if args.config in ("shipped", "both"):
-        subjects.append(("wavetyp (shipped)", build_subject("shipped", args, args.device)))
-    if args.config in ("reference", "both"):
-        subjects.append(("wavetyp (ref. config)", build_subject("wavetyp_reference_config", args, args.device)))
-        subjects.append(("reference", build_subject("reference", args, args.device)))
     out = []
-    for name, subj in subjects:
+    for section in SECTIONS_FOR[args.config]:
+        name, subj = TITLES[section], build_subject(section, args, args.device)
         log(f"profile: {name}, {steps} incremental steps at B=1")
         subj.incremental(1, 20)                            # warm-up
         plain = timed(lambda: subj.incremental(1, steps), args.device)
@@ -641,10 +638,8 @@ def profile_training(args) -> str:
     plan = Plan.quick() if args.quick else Plan()
     B, T = plan.train_batch, plan.train_len
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
-    names = [s for s in ("wavetyp_reference_config", "reference", "shipped")
-             if args.config == "both" or (s == "shipped") == (args.config == "shipped")]
     out = []
-    for section in names:
+    for section in SECTIONS_FOR[args.config]:
         subj = build_subject(section, args, args.device)
         step = subj.train_step(B, T)
         log(f"profile: {TITLES[section]}, one training step of {B} x {T}")
@@ -726,7 +721,7 @@ def main(argv=None) -> int:
             print(profile_sampler(a))
             print(profile_training(a))
             return 0
-        sections = {"reference": SECTIONS[:2], "shipped": SECTIONS[2:], "both": SECTIONS}[a.config]
+        sections = SECTIONS_FOR[a.config]
         report = {s: None for s in SECTIONS}
         report["machine"] = machine_info(a.device)
         report["notes"] = []
@@ -737,7 +732,7 @@ def main(argv=None) -> int:
         if "shipped" in sections:
             report["notes"].append(resolve_shipped(a.checkpoint)[1])
         if a.device == "cpu":
-            report["machine"]["faststack"] = os.environ.get("WAVETYP_FASTSTACK", "1") != "0"
+            report["machine"]["faststack"] = faststack.enabled()
             report["notes"].append(
                 "wavetyp trains with the hand-written residual-stack backward (faststack.py)"
                 if report["machine"]["faststack"] else

@@ -27,9 +27,12 @@ def loudness_db(codes: torch.Tensor, mask: torch.Tensor, window: int = LOUDNESS_
     """(B, T) codes -> (B, T) local RMS level in dBFS of the decoded audio, over a centred
     window of real samples only (padding neither counts nor dilutes the level)."""
     T = codes.shape[1]
+
+    def pool(v):                      # centred moving sum / (window + 1), (B, 1, T) -> (B, T)
+        return F.avg_pool1d(v, window + 1, stride=1, padding=window // 2)[:, 0, :T]
+
     m = mask.float().unsqueeze(1)
-    x2 = mu_law_decode(codes.cpu()).to(m.device).unsqueeze(1).pow(2) * m
-    pool = lambda v: F.avg_pool1d(v, window + 1, stride=1, padding=window // 2)[:, 0, :T]
+    x2 = mu_law_decode(codes).unsqueeze(1).pow(2) * m
     power = pool(x2) / pool(m).clamp_min(1e-9)
     return 10.0 * torch.log10(power.clamp_min(1e-12))
 
@@ -80,9 +83,10 @@ def evaluate_nll(model: WaveNet, utts: list[Utterance], level: str = "none",
         cond = make_conditioning(model, level, b.codes, b.digit, b.speaker)
         bits = nll_bits(model(b.codes, cond), b.codes).masked_fill(~b.mask, 0.0)
         if by_loudness:
-            which = torch.bucketize(loudness_db(b.codes, b.mask).cpu(), edges, right=True)[b.mask.cpu()]
-            bin_bits.index_add_(0, which, bits.cpu()[b.mask.cpu()].double())
-            bin_n.index_add_(0, which, torch.ones_like(which, dtype=torch.float64))
+            real = b.mask.cpu()
+            which = torch.bucketize(loudness_db(b.codes, b.mask).cpu()[real], edges, right=True)
+            bin_bits += torch.bincount(which, bits.cpu()[real].double(), minlength=len(bin_bits))
+            bin_n += torch.bincount(which, minlength=len(bin_n))
         file_bits = bits.sum(1).double().cpu()
         file_n = b.mask.sum(1).cpu()
         for u, fb, fn in zip(chunk, file_bits.tolist(), file_n.tolist()):

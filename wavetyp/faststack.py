@@ -17,11 +17,15 @@ import torch
 _aten = torch.ops.aten
 
 
+def enabled() -> bool:
+    """Not switched off with WAVETYP_FASTSTACK=0 (then training uses the plain autograd loop)."""
+    return os.environ.get("WAVETYP_FASTSTACK", "1") != "0"
+
+
 def applies(h: torch.Tensor) -> bool:
     """Use the hand-written stack? CPU, gradients wanted, no autocast, not switched off."""
     return (h.device.type == "cpu" and torch.is_grad_enabled()
-            and not torch.is_autocast_enabled("cpu")
-            and os.environ.get("WAVETYP_FASTSTACK", "1") != "0")
+            and not torch.is_autocast_enabled("cpu") and enabled())
 
 
 def fill_taps(X: torch.Tensor, dilation: int, k: int, R: int) -> None:
