@@ -128,3 +128,56 @@ def test_a_few_training_steps_follow_the_same_path(monkeypatch):
         losses[fast] = run
     assert losses[True][2] < losses[True][0]
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+
+
+# ------------------------------------------------------------------ the fused gate
+
+def test_fused_gate_equals_the_eager_passes():
+    """The torch.compile'd gate (one loop forward, one backward) against the eager ops,
+    on an odd number of rows."""
+    torch.manual_seed(6)
+    z = torch.randn(1001, 2 * 24) * 3
+    da = torch.randn(1001, 24)
+    ts_e, a_e = faststack.gate_forward_eager(z.clone())
+    ts_f, a_f = faststack.gate_forward(z.clone(), min_elements=0)
+    torch.testing.assert_close(ts_f, ts_e, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(a_f, a_e, rtol=1e-6, atol=1e-6)
+    dz_e = faststack.gate_backward_eager(da.clone(), ts_e)
+    dz_f = faststack.gate_backward(da.clone(), ts_e, min_elements=0)
+    torch.testing.assert_close(dz_f, dz_e, rtol=1e-6, atol=1e-6)
+    # and the gate's own derivative, from autograd on tanh * sigmoid
+    zz = z.clone().requires_grad_()
+    (torch.tanh(zz[:, :24]) * torch.sigmoid(zz[:, 24:])).backward(da)
+    torch.testing.assert_close(dz_f, zz.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_stack_with_the_fused_gate_matches_autograd_loop(monkeypatch):
+    monkeypatch.setattr(faststack, "FUSE_MIN_ELEMENTS", 0)
+    torch.manual_seed(7)
+    model = WaveNet(tiny_config(kernel_size=3)).train()
+    codes = torch.randint(0, 256, (2, 90))
+    cond = Conditioning(digit=torch.tensor([2, -1]), mel=model.log_mel(codes))
+    assert_same(model, codes, cond, monkeypatch, rtol=1e-4)
+
+
+def test_fused_gate_switch_and_fallback(monkeypatch):
+    """WAVETYP_FUSED_GATE=0 keeps the eager passes; a failed compile warns once and falls
+    back to them for good."""
+    z = torch.randn(64, 8)
+    calls = []
+    monkeypatch.setattr(faststack, "_run_fused", lambda *a: calls.append(a))
+    monkeypatch.setenv("WAVETYP_FUSED_GATE", "0")
+    faststack.gate_forward(z.clone(), min_elements=0)
+    assert calls == []
+    monkeypatch.undo()
+
+    def broken():
+        raise RuntimeError("no C++ compiler")
+    monkeypatch.setattr(faststack, "_fused", None)
+    monkeypatch.setattr(faststack, "_fused_gate", broken)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        ts, a = faststack.gate_forward(z.clone(), min_elements=0)
+    want_ts, want_a = faststack.gate_forward_eager(z.clone())
+    torch.testing.assert_close(a, want_a)
+    assert faststack._fused is False
+    assert not faststack._use_fused(z, 0)         # no second attempt

@@ -11,15 +11,26 @@ buffers it allocates once per layer, and interpolates the mel frames one hop at 
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
 _aten = torch.ops.aten
 
+# The gate's elementwise passes, fused by torch.compile into one loop forward and one
+# backward, only for tensors this big (rows x 2G elements): below it the eager passes are
+# cheap and a compile (seconds, once per process; cached on disk) would not pay off.
+FUSE_MIN_ELEMENTS = 1 << 21
+
 
 def enabled() -> bool:
     """Not switched off with WAVETYP_FASTSTACK=0 (then training uses the plain autograd loop)."""
     return os.environ.get("WAVETYP_FASTSTACK", "1") != "0"
+
+
+def fuse_enabled() -> bool:
+    """Not switched off with WAVETYP_FUSED_GATE=0 (then the gate runs as eager passes)."""
+    return os.environ.get("WAVETYP_FUSED_GATE", "1") != "0"
 
 
 def applies(h: torch.Tensor) -> bool:
@@ -90,6 +101,91 @@ def frames_grad(dz: torch.Tensor, F: int, hop: int) -> torch.Tensor:
     return g
 
 
+# ------------------------------------------------------------------ the gate
+
+def gate_forward_eager(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """z (N, 2G) gate input (overwritten) -> ts = [tanh half | sigmoid half] and a = t * s.
+
+    tanh(x) = 2 sigmoid(2x) - 1: one sigmoid over the whole contiguous z is ~2x cheaper on
+    the CPU than tanh and sigmoid over the two strided halves."""
+    G = z.shape[1] // 2
+    z[:, :G].mul_(2.0)
+    ts = torch.sigmoid(z)
+    ts[:, :G].mul_(2.0).sub_(1.0)
+    return ts, ts[:, :G] * ts[:, G:]
+
+
+def gate_backward_eager(da: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+    """da (N, G) gradient wrt a (overwritten), ts from the forward -> dz (N, 2G)."""
+    G = ts.shape[1] // 2
+    t, s = ts[:, :G], ts[:, G:]
+    dz = torch.empty_like(ts)
+    _aten.tanh_backward.grad_input(da * s, t, grad_input=dz[:, :G])
+    da.mul_(t)
+    _aten.sigmoid_backward.grad_input(da, s, grad_input=dz[:, G:])
+    return dz
+
+
+def _gate_forward_pure(z):
+    G = z.shape[1] // 2
+    t = 2.0 * torch.sigmoid(2.0 * z[:, :G]) - 1.0
+    s = torch.sigmoid(z[:, G:])
+    return torch.cat([t, s], 1), t * s
+
+
+def _gate_backward_pure(da, ts):
+    G = ts.shape[1] // 2
+    t, s = ts[:, :G], ts[:, G:]
+    return torch.cat([da * s * (1.0 - t * t), da * t * s * (1.0 - s)], 1)
+
+
+_fused: tuple | None = None     # (forward, backward) once compiled; False after a failure
+
+
+def _fused_gate():
+    """The compiled pair, built on first use; None if torch.compile is unavailable here."""
+    global _fused
+    if _fused is None:
+        # dynamic shapes: one compile serves every batch x crop size and gate width
+        _fused = (torch.compile(_gate_forward_pure, dynamic=True),
+                  torch.compile(_gate_backward_pure, dynamic=True))
+    return _fused or None
+
+
+def _use_fused(x: torch.Tensor, min_elements: int | None) -> bool:
+    limit = FUSE_MIN_ELEMENTS if min_elements is None else min_elements
+    return x.numel() >= limit and fuse_enabled() and _fused is not False
+
+
+def _run_fused(which: int, eager, args):
+    """Call the compiled function; if compiling fails (no C++ compiler, say), warn once and
+    use the eager passes from then on."""
+    global _fused
+    try:
+        return _fused_gate()[which](*args)
+    except Exception as e:                                  # noqa: BLE001 - any compile failure
+        _fused = False
+        warnings.warn(f"fused gate unavailable ({type(e).__name__}: {e}); using eager ops "
+                      "(set WAVETYP_FUSED_GATE=0 to skip the attempt)", RuntimeWarning)
+        return eager(*args)
+
+
+def gate_forward(z: torch.Tensor, min_elements: int | None = None):
+    """`gate_forward_eager`, fused into one compiled loop for big inputs."""
+    if _use_fused(z, min_elements):
+        return _run_fused(0, gate_forward_eager, (z,))
+    return gate_forward_eager(z)
+
+
+def gate_backward(da: torch.Tensor, ts: torch.Tensor, min_elements: int | None = None):
+    """`gate_backward_eager`, fused into one compiled loop for big inputs."""
+    if _use_fused(ts, min_elements):
+        return _run_fused(1, gate_backward_eager, (da, ts))
+    return gate_backward_eager(da, ts)
+
+
+# ------------------------------------------------------------------ the stack
+
 class ResidualStack(torch.autograd.Function):
     """(B, T, R) embedded inputs -> (B, T, S) sum of the skip outputs of every layer.
 
@@ -109,25 +205,23 @@ class ResidualStack(torch.autograd.Function):
         G2 = weights[0].shape[0]
         G, S = G2 // 2, weights[2].shape[0] - R
         skip = h0.new_zeros(N, S)
+        # one buffer each for z and o, reused by every layer: a fresh 10-50 MB tensor per GEMM
+        # page-faults its memory in again whenever malloc cannot hand back the same block
+        z_buf, o_buf = h0.new_empty(N, G2), h0.new_empty(N, R + S)
         X = h0.new_empty(B, T, k * R)
         X[..., (k - 1) * R:] = h0
         saved = []
         for l, d in enumerate(dilations):
             Wd, bd, Wrs, brs = weights[4 * l: 4 * l + 4]
             fill_taps(X, d, k, R)
-            z = torch.addmm(bd, X.view(N, k * R), Wd.t())
+            z = torch.addmm(bd, X.view(N, k * R), Wd.t(), out=z_buf)
             if gbias is not None:
                 z.view(B, T, G2).add_(gbias[:, l, None])
             if frames is not None:
                 frames_add_(z.view(B, T, G2), frames[:, l], hop)
-            # tanh(x) = 2 sigmoid(2x) - 1: one sigmoid over the whole contiguous z is ~2x
-            # cheaper on the CPU than tanh and sigmoid over the two strided halves
-            z[:, :G].mul_(2.0)
-            ts = torch.sigmoid(z)                     # [tanh half | sigmoid half], kept for backward
+            ts, a = gate_forward(z)                   # ts = [tanh half | sigmoid half], kept
             del z
-            ts[:, :G].mul_(2.0).sub_(1.0)
-            a = ts[:, :G] * ts[:, G:]
-            o = torch.addmm(brs, a, Wrs.t())          # (N, R + S)
+            o = torch.addmm(brs, a, Wrs.t(), out=o_buf)   # (N, R + S)
             skip.add_(o[:, R:])
             saved += [X, ts, a]
             if l + 1 < L:                             # next layer's input goes straight into its taps
@@ -161,19 +255,14 @@ class ResidualStack(torch.autograd.Function):
         g_frames = (g_skip.new_empty(ctx.frames_shape)
                     if ctx.frames_shape is not None and ctx.needs_input_grad[2] else None)
         grads = [None] * (4 * L)
+        da_buf, dX_buf = g_skip.new_empty(N, G), g_skip.new_empty(N, k * R)   # reused per layer
         for l in reversed(range(L)):
             d = ctx.dilations[l]
             X, ts, a = acts[3 * l: 3 * l + 3]
             Wd, Wrs = weights[4 * l], weights[4 * l + 2]
             grads[4 * l + 2] = Go.t().mm(a)                               # dWrs (R+S, G)
             grads[4 * l + 3] = torch.cat([Go[:, :R].sum(0), gb_skip])     # dbrs
-            da = Go.mm(Wrs)                                               # (N, G)
-            t, s = ts[:, :G], ts[:, G:]
-            dz = torch.empty_like(ts)
-            _aten.tanh_backward.grad_input(da * s, t, grad_input=dz[:, :G])
-            da.mul_(t)
-            _aten.sigmoid_backward.grad_input(da, s, grad_input=dz[:, G:])
-            del da
+            dz = gate_backward(torch.mm(Go, Wrs, out=da_buf), ts)         # (N, 2G)
             grads[4 * l] = dz.t().mm(X.view(N, k * R))                    # dWd (2G, kR)
             grads[4 * l + 1] = dz.sum(0)
             if g_gbias is not None:
@@ -181,7 +270,7 @@ class ResidualStack(torch.autograd.Function):
             if g_frames is not None:
                 g_frames[:, l] = frames_grad(dz.view(B, T, 2 * G), ctx.frames_shape[2], ctx.hop)
             # dz @ Wd with Wd held transposed: MKL runs this shape ~1.5x faster that way
-            dX = dz.mm(Wd.t().contiguous().t()).view(B, T, k * R)
+            dX = torch.mm(dz, Wd.t().contiguous().t(), out=dX_buf).view(B, T, k * R)
             del dz
             # grad wrt this layer's input: the residual path plus every tap, shifted back
             gh.add_(dX[..., (k - 1) * R:])
