@@ -3,13 +3,16 @@
 Autograd's generic backward of the plain layer loop spends about 40% of a CPU training step
 outside the matrix products: a zero-filled gradient buffer and a copy for every tap slice
 and channel split, then accumulations. `ResidualStack` does the same arithmetic with
-exactly the GEMMs needed (2 per layer forward, 4 backward) and few elementwise passes, in
-buffers it allocates once per layer, and interpolates the mel frames one hop at a time
-(frames_add_) instead of gathering a frame row per sample. Used by `WaveNet.forward` when
-`applies()`; tests/test_faststack.py checks outputs and gradients against the plain loop.
+exactly the GEMMs needed (2 per layer forward, 4 backward), writing into output buffers
+reused by every layer, and interpolates the mel frames one hop at a time (frames_add_)
+instead of gathering a frame row per sample. For big batches the gate's elementwise passes
+run as one torch.compile'd loop each way (gate_forward / gate_backward). Used by
+`WaveNet.forward` when `applies()`; tests/test_faststack.py checks outputs and gradients
+against the plain loop.
 """
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 
@@ -146,6 +149,9 @@ def _fused_gate():
     """The compiled pair, built on first use; None if torch.compile is unavailable here."""
     global _fused
     if _fused is None:
+        # Inductor imports torch.utils.cpp_extension, which warns "No CUDA runtime is found"
+        # on a CUDA build without a GPU: irrelevant to this CPU kernel, alarming in a training log
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         # dynamic shapes: one compile serves every batch x crop size and gate width
         _fused = (torch.compile(_gate_forward_pure, dynamic=True),
                   torch.compile(_gate_backward_pure, dynamic=True))
