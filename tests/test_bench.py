@@ -108,6 +108,8 @@ def check_report(report):
         for k in SECTION_KEYS:
             assert math.isfinite(r[k]) and r[k] >= 0, (sec, k, r[k])
         assert r["exact_max_abs_diff"] <= 1e-4
+        d = r["detail_train"]                   # both implementations get the same warm-up
+        assert len(d["warmup_s"]) == 2 and len(d["runs_s"]) >= 1
     for k in ("sample_cli_wall_s", "sample_cli_rtf", "sample_cli_peak_rss_mb"):
         assert report["shipped"][k] > 0
     for k in ("incremental_b1", "incremental_b16", "train"):
@@ -123,6 +125,7 @@ def test_quick_bench_writes_documented_json(tiny_ckpt, tmp_path, capsys):
     text = capsys.readouterr().out
     assert text.count("PASS") + text.count("MISS") == 3
     assert "incremental B=1" in text and "sample CLI wall" in text
+    assert "training steps (s), warm-up | timed:" in text
     check_report(json.loads(out.read_text()))
     # an existing JSON file is not overwritten silently (refused before measuring anything)
     assert bench.main(["--quick", "--json", str(out)]) == 2
