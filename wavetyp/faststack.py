@@ -142,11 +142,11 @@ def _gate_backward_pure(da, ts):
     return torch.cat([da * s * (1.0 - t * t), da * t * s * (1.0 - s)], 1)
 
 
-_fused: tuple | None = None     # (forward, backward) once compiled; False after a failure
+_fused: tuple | bool | None = None   # None: not built yet; (forward, backward); False: failed
 
 
 def _fused_gate():
-    """The compiled pair, built on first use; None if torch.compile is unavailable here."""
+    """The compiled (forward, backward) pair, built on first use (compiled at first call)."""
     global _fused
     if _fused is None:
         # Inductor imports torch.utils.cpp_extension, which warns "No CUDA runtime is found"
@@ -155,7 +155,7 @@ def _fused_gate():
         # dynamic shapes: one compile serves every batch x crop size and gate width
         _fused = (torch.compile(_gate_forward_pure, dynamic=True),
                   torch.compile(_gate_backward_pure, dynamic=True))
-    return _fused or None
+    return _fused
 
 
 def _use_fused(x: torch.Tensor, min_elements: int | None) -> bool:
