@@ -567,7 +567,7 @@ def thread_note(res: dict) -> str:
 
 def train_note(res: dict) -> str:
     d = res["detail_train"]
-    return (" ".join(f"{t:.2f}" for t in d.get("warmup_s", [])) + " | "
+    return (" ".join(f"{t:.2f}" for t in d["warmup_s"]) + " | "
             + " ".join(f"{t:.2f}" for t in d["runs_s"]))
 
 
@@ -618,11 +618,16 @@ def json_ready(report: dict) -> dict:
 
 # ================================================================ --profile
 
+def profiler_activities(device: str) -> list:
+    from torch.profiler import ProfilerActivity
+    return [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+
+
 def profile_sampler(args) -> str:
     """torch.profiler over ~200 incremental steps at B = 1: wavetyp (and the reference)."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import profile
     steps = 40 if args.quick else 200
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
+    acts = profiler_activities(args.device)
     out = []
     for section in SECTIONS_FOR[args.config]:
         name, subj = TITLES[section], build_subject(section, args, args.device)
@@ -643,10 +648,10 @@ def profile_sampler(args) -> str:
 def profile_training(args) -> str:
     """torch.profiler over one training step (batch 8 x 8000) after two warm-up steps, with
     the matrix products summed apart from everything else."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import profile
     plan = Plan.quick() if args.quick else Plan()
     B, T = plan.train_batch, plan.train_len
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
+    acts = profiler_activities(args.device)
     out = []
     for section in SECTIONS_FOR[args.config]:
         subj = build_subject(section, args, args.device)

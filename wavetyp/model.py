@@ -187,20 +187,27 @@ class WaveNet(nn.Module):
     def forward(self, codes: torch.Tensor, cond: Conditioning | None = None) -> torch.Tensor:
         """(B, T) codes -> (B, T, 256) logits; logits[:, t] predict codes[:, t] from codes[:, :t]."""
         cond = cond or Conditioning()
-        B, T = codes.shape
-        R, G, k = self.cfg.residual_channels, self.cfg.gate_channels, self.cfg.kernel_size
+        B = codes.shape[0]
         inputs = F.pad(codes[:, :-1], (1, 0), value=SILENCE_CODE)   # shift right by one
         h = self.embed(inputs)                                       # (B, T, R)
         gbias = self.global_bias(cond, B)
         frames = self.local_frames(cond, B)
-        if faststack.applies(h):   # CPU training: same loop, own backward
+        if faststack.applies(h):   # CPU training: the same loop with its own backward
             weights = [w for lin, rs in zip(self.dilated, self.res_skip)
                        for w in (lin.weight, lin.bias, rs.weight, rs.bias)]
             skip = faststack.ResidualStack.apply(h, gbias, frames, self.cfg.hop_length,
                                                  tuple(self.cfg.dilations), *weights)
-            return self.head2(F.relu(self.head1(F.relu(skip))))
+        else:
+            skip = self.residual_loop(h, gbias, frames)
+        return self.head2(F.relu(self.head1(F.relu(skip))))
+
+    def residual_loop(self, h: torch.Tensor, gbias: torch.Tensor | None,
+                      frames: torch.Tensor | None) -> torch.Tensor:
+        """(B, T, R) embedded inputs -> (B, T, S) sum of every layer's skip output."""
+        B, T, _ = h.shape
+        R, G, k = self.cfg.residual_channels, self.cfg.gate_channels, self.cfg.kernel_size
         if frames is not None:
-            pos = torch.arange(T, device=codes.device)
+            pos = torch.arange(T, device=h.device)
             f0, f1, alpha = self.frame_weights(pos, self.cfg.hop_length, frames.shape[2])
             alpha = alpha[:, None]
         skip = 0
@@ -218,7 +225,7 @@ class WaveNet(nn.Module):
             out = rs(a)
             h = h + out[..., :R]
             skip = skip + out[..., R:]
-        return self.head2(F.relu(self.head1(F.relu(skip))))
+        return skip
 
 
 def nll_bits(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
