@@ -24,7 +24,7 @@ def test_export_two_rounds_writes_weights_and_a_card_adding_up_the_rounds(tmp_pa
     torch.set_num_threads(1)
     corpus = synth_corpus()
     r1 = train(tiny_config(), fast_options(tmp_path / "r1", max_steps=3), corpus)
-    r2 = train(tiny_config(), fast_options(tmp_path / "r2", max_steps=2, lr=1e-3), corpus,
+    r2 = train(tiny_config(p_drop_mel=0.25), fast_options(tmp_path / "r2", max_steps=2, lr=1e-3), corpus,
                init_state=r1["model"].state_dict())
     assert r2["step"] == 2
     out, card = tmp_path / "ship.pt", tmp_path / "card.md"
@@ -36,6 +36,11 @@ def test_export_two_rounds_writes_weights_and_a_card_adding_up_the_rounds(tmp_pa
     assert "optimizer" not in shipped and shipped["config"] == read_checkpoint(tmp_path / "r2/last.pt")["config"]
     text = card.read_text()
     assert "round 1 (" in text and "round 2 (" in text and "in all: 5 steps" in text
+    # each round says its own conditioning dropout (round 2 changed the mel rate)
+    r1_line, r2_line = (next(ln for ln in text.splitlines() if ln.startswith(f"- round {i} ("))
+                        for i in (1, 2))
+    assert "dropout digit/speaker/mel 0.2/0.2/0.5" in r1_line
+    assert "dropout digit/speaker/mel 0.2/0.2/0.25" in r2_line
     assert "| none (no conditioning) | 4.500 |" in text and "| all (labels + mel frames) | 4.000 |" in text
     assert "| 9 nine | 4.590 | 4.340 | 4.215 | 4.090 |" in text
 

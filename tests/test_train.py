@@ -262,16 +262,22 @@ def test_init_from_warm_starts_a_new_run_with_the_checkpoint_config(tmp_path, mo
         return real_train(cfg, opts, corpus, resume, init_state)
 
     monkeypatch.setattr(train_mod, "train", spy)
-    # --layers 7 is ignored: the model comes from the checkpoint
+    # --layers 7 is ignored: the model comes from the checkpoint; the conditioning dropout
+    # (training-only) can be changed for the new round
     assert train_mod.main(["--out", str(tmp_path / "b"), "--init-from", str(tmp_path / "a/last.pt"),
-                           "--max-steps", "2", "--layers", "7", *base]) == 0
+                           "--max-steps", "2", "--layers", "7", "--p-drop-mel", "0.25", *base]) == 0
     second = read_checkpoint(tmp_path / "b/last.pt")
-    assert second["config"] == first["config"] and second["step"] == 2
+    assert first["config"]["p_drop_mel"] == 0.5 and second["config"]["p_drop_mel"] == 0.25
+    assert {**second["config"], "p_drop_mel": 0.5} == first["config"] and second["step"] == 2
     assert weights_equal(seen["weights"], first["model"])
     assert not weights_equal(second["model"], first["model"])       # it did train
     assert [r["step"] for r in train_rows(tmp_path / "b")] == [1, 2]
     assert train_mod.main(["--out", str(tmp_path / "c"), "--resume", "--init-from",
                            str(tmp_path / "a/last.pt"), *base]) == 2
+    # a resumed run continues exactly: its dropout cannot be changed, nor set out of range
+    assert train_mod.main(["--out", str(tmp_path / "a"), "--resume", "--p-drop-mel", "0.1", *base]) == 2
+    assert train_mod.main(["--out", str(tmp_path / "d"), "--p-drop-digit", "1.5", *base]) == 2
+    assert not (tmp_path / "d").exists()
 
 
 # ------------------------------------------------------------ signals and kill -9

@@ -20,11 +20,13 @@ LEVEL_TEXT = {"none": "no conditioning", "label": "digit + speaker labels",
 
 def round_line(i: int, ckpt: dict, run_dir: Path) -> tuple[str, int, float]:
     """One training round of the card: (markdown line, steps, wall seconds)."""
-    a = ckpt.get("train_args", {})
+    a, c = ckpt.get("train_args", {}), ckpt.get("config", {})
     steps, wall = int(ckpt.get("step") or 0), float(ckpt.get("wall_seconds") or 0.0)
     line = (f"- round {i} (`{run_dir}`): {steps} steps; batch {a.get('batch_size')} x {a.get('crop')} "
             f"samples (random crops, padding masked); AdamW peak lr {a.get('lr')}, {a.get('warmup')} warmup "
             f"steps, cosine decay over {a.get('max_steps')} steps; seed {a.get('seed')}; "
+            f"conditioning dropout digit/speaker/mel {c.get('p_drop_digit')}/{c.get('p_drop_speaker')}/"
+            f"{c.get('p_drop_mel')}; "
             f"{wall / 60:.0f} minutes with {a.get('threads') or 'default'} torch thread(s)")
     return line, steps, wall
 

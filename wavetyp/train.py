@@ -523,6 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-mels", type=int, default=m.n_mels, help="0 disables mel conditioning")
     g.add_argument("--no-digit", action="store_true", help="no digit conditioning")
     g.add_argument("--no-speaker", action="store_true", help="no speaker conditioning")
+    c = p.add_argument_group(
+        "conditioning dropout (training only, so these also apply with --init-from; default: "
+        f"the checkpoint's with --init-from, else digit {m.p_drop_digit}, speaker "
+        f"{m.p_drop_speaker}, mel {m.p_drop_mel})")
+    for kind in ("digit", "speaker", "mel"):
+        c.add_argument(f"--p-drop-{kind}", type=float, default=argparse.SUPPRESS, metavar="P",
+                       help=f"probability of training an example without its {kind} conditioning")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return p
 
@@ -537,11 +544,23 @@ def check_args(a) -> None:
     check_count("--kernel-size", a.kernel_size, 2)
     check_positive("--lr", a.lr)
     check_positive("--max-minutes", a.max_minutes)
+    for field_name, p in dropout_overrides(a).items():
+        if not 0.0 <= p <= 1.0:                           # also catches nan
+            raise UsageError(f"--{field_name.replace('_', '-')} must be in [0, 1], got {p}")
     if a.resume and not a.out:
         raise UsageError("--resume needs --out (the run folder holding last.pt)")
+    if a.resume and dropout_overrides(a):
+        raise UsageError("--p-drop-* cannot change a run being resumed (it continues exactly as "
+                         "it was); start a new round with --init-from instead")
     if a.resume and a.init_from:
         raise UsageError("--resume and --init-from exclude each other (resume continues a run; "
                          "--init-from starts a new one)")
+
+
+def dropout_overrides(a) -> dict:
+    """The --p-drop-* values given on the command line, as WaveNetConfig fields."""
+    return {f"p_drop_{k}": getattr(a, f"p_drop_{k}") for k in ("digit", "speaker", "mel")
+            if hasattr(a, f"p_drop_{k}")}
 
 
 def new_config(a, corpus: Corpus) -> WaveNetConfig:
@@ -552,7 +571,7 @@ def new_config(a, corpus: Corpus) -> WaveNetConfig:
                              head_channels=a.head, n_mels=a.n_mels,
                              n_digits=0 if a.no_digit or a.dataset != "fsdd" else 10,
                              speakers=[] if a.no_speaker else list(corpus.speakers),
-                             sample_rate=corpus.sample_rate)
+                             sample_rate=corpus.sample_rate, **dropout_overrides(a))
     except ValueError as e:
         raise UsageError(f"bad model settings: {e}") from None
 
@@ -586,6 +605,7 @@ def main(argv=None) -> int:
             if a.init_from:                       # the checkpoint's model, not the flags'
                 ckpt = read_checkpoint(a.init_from)
                 cfg, init_state = config_from(ckpt, a.init_from), ckpt["model"]
+                cfg = replace(cfg, **dropout_overrides(a))   # training-time only: same weights fit
                 corpus = load_corpus(a.dataset, a.data_dir, cfg.sample_rate, progress=not a.no_progress)
                 if cfg.speakers and list(cfg.speakers) != list(corpus.speakers):
                     # speaker ids are indices into the corpus' sorted speaker list
