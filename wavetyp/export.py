@@ -57,8 +57,8 @@ def model_card(ckpt: dict, results: list[dict], run_dir: Path, shipped: Path, no
         f"kernel {cfg['kernel_size']}, residual {cfg['residual_channels']}, gate {cfg['gate_channels']} x 2, "
         f"skip {cfg['skip_channels']}, head {cfg['head_channels']}",
         f"- conditioning: digit (0-9), speaker ({', '.join(cfg['speakers'])}), log-mel "
-        f"({cfg['n_mels']} bands, n_fft {cfg['n_fft']}, hop {cfg['hop_length']}); dropout during "
-        f"training: digit {cfg['p_drop_digit']}, speaker {cfg['p_drop_speaker']}, mel {cfg['p_drop_mel']}",
+        f"({cfg['n_mels']} bands, n_fft {cfg['n_fft']}, hop {cfg['hop_length']}); dropout in the "
+        f"last round's training (each round's is listed below): digit {cfg['p_drop_digit']}, speaker {cfg['p_drop_speaker']}, mel {cfg['p_drop_mel']}",
         f"- weights stored as {ckpt.get('dtype', 'float32')} (loaded as float32); config stored as a plain dict",
         "", "## Data and training", "",
         "- data: FSDD recordings (CC BY-SA 4.0, Zohar Jackson and contributors), official split: "
