@@ -178,6 +178,7 @@ def test_fused_gate_switch_and_fallback(monkeypatch):
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
         ts, a = faststack.gate_forward(z.clone(), min_elements=0)
     want_ts, want_a = faststack.gate_forward_eager(z.clone())
+    torch.testing.assert_close(ts, want_ts)
     torch.testing.assert_close(a, want_a)
     assert faststack._fused is False
     assert not faststack._use_fused(z, 0)         # no second attempt
