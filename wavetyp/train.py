@@ -544,12 +544,13 @@ def check_args(a) -> None:
     check_count("--kernel-size", a.kernel_size, 2)
     check_positive("--lr", a.lr)
     check_positive("--max-minutes", a.max_minutes)
-    for field_name, p in dropout_overrides(a).items():
+    drops = dropout_overrides(a)
+    for field_name, p in drops.items():
         if not 0.0 <= p <= 1.0:                           # also catches nan
             raise UsageError(f"--{field_name.replace('_', '-')} must be in [0, 1], got {p}")
     if a.resume and not a.out:
         raise UsageError("--resume needs --out (the run folder holding last.pt)")
-    if a.resume and dropout_overrides(a):
+    if a.resume and drops:
         raise UsageError("--p-drop-* cannot change a run being resumed (it continues exactly as "
                          "it was); start a new round with --init-from instead")
     if a.resume and a.init_from:
