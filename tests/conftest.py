@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from wavetyp.data import fsdd_candidates, recordings_dir
-from wavetyp.model import WaveNet, WaveNetConfig
+from wavetyp.core.model import WaveNet, WaveNetConfig
+from wavetyp.data.fsdd import fsdd_candidates, recordings_dir
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -63,7 +63,7 @@ def fsdd_dir():
 
 def save_tiny_checkpoint(path, **cfg_kw) -> Path:
     """A randomly initialised tiny model saved in the checkpoint format."""
-    from wavetyp.checkpoint import FORMAT, VERSION, save_atomic
+    from wavetyp.core.checkpoint import FORMAT, VERSION, save_atomic
     torch.manual_seed(0)
     cfg = tiny_config(**cfg_kw)
     save_atomic({"format": FORMAT, "version": VERSION, "config": cfg.to_dict(),

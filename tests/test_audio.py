@@ -4,8 +4,16 @@ import pytest
 import soundfile as sf
 import torch
 
-from wavetyp.audio import (SILENCE_CODE, AudioError, load_audio, load_codes, mu_law_decode,
-                           mu_law_encode, rms_dbfs, save_wav)
+from wavetyp.core.audio import (
+    SILENCE_CODE,
+    load_audio,
+    load_codes,
+    mu_law_decode,
+    mu_law_encode,
+    rms_dbfs,
+    save_wav,
+)
+from wavetyp.core.errors import AudioError
 
 
 def test_mu_law_round_trip_is_exact_on_codes():

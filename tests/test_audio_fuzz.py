@@ -5,12 +5,12 @@ import io
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import real_fsdd, synth_speechlike
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wavetyp.audio import AudioError, load_audio, resample
-
-from conftest import real_fsdd, synth_speechlike
+from wavetyp.core.audio import load_audio, resample
+from wavetyp.core.errors import AudioError
 
 
 def reference_wav_bytes() -> bytes:

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from wavetyp import bench
-from wavetyp.audio import SILENCE_CODE
-from wavetyp.bench_reference import SILENCE, ReferenceConfig, ReferenceWaveNet
-from wavetyp.model import WaveNet
+from wavetyp.benchmark.reference import SILENCE, ReferenceConfig, ReferenceWaveNet
+from wavetyp.core.audio import SILENCE_CODE
+from wavetyp.core.model import WaveNet
 
 SECTION_KEYS = {"incremental_b1_samples_per_s", "incremental_b16_samples_per_s",
                 "naive_b1_samples_per_s", "naive_b16_samples_per_s", "train_samples_per_s",

@@ -5,15 +5,21 @@ import sys
 
 import pytest
 import torch
-
-import wavetyp.checkpoint as ck
-from wavetyp.checkpoint import (FORMAT, VERSION, CheckpointError, export_weights, load_model,
-                                read_checkpoint, save_atomic)
-from wavetyp.model import WaveNet
-from wavetyp.train import train
-
 from conftest import save_tiny_checkpoint, tiny_config
 from test_train import cli_env, fast_options, one_torch_thread, synth_corpus  # noqa: F401 (autouse)
+
+import wavetyp.core.checkpoint as ck
+from wavetyp.core.checkpoint import (
+    FORMAT,
+    VERSION,
+    export_weights,
+    load_model,
+    read_checkpoint,
+    save_atomic,
+)
+from wavetyp.core.errors import CheckpointError
+from wavetyp.core.model import WaveNet
+from wavetyp.training.loop import train
 
 
 def tiny_state(**extra) -> dict:

@@ -14,9 +14,13 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import save_tiny_checkpoint, synth_speechlike
 from test_train import TINY_CLI, cli_env, make_data_dir, one_torch_thread  # noqa: F401 (autouse)
+
+def cli_module(name: str) -> str:
+    """The module whose main() is `python -m wavetyp.<name>` (a package runs its __main__)."""
+    return f"wavetyp.{name}.__main__" if name == "data" else f"wavetyp.{name}"
+
 
 HAS = {m: importlib.util.find_spec(f"wavetyp.{m}") is not None for m in ("demo", "ood")}
 
@@ -143,7 +147,7 @@ def assert_one_error_line(code, stderr, expected):
 def test_bad_input_in_process(files, capsys, i):
     mod, args, expected = CASES[i]
     skip_missing(mod)
-    code = importlib.import_module(f"wavetyp.{mod}").main(fill(args, files))
+    code = importlib.import_module(cli_module(mod)).main(fill(args, files))
     assert_one_error_line(code, capsys.readouterr().err, expected.replace("{d}", str(files)))
 
 
@@ -164,7 +168,7 @@ def test_debug_shows_the_traceback(files, mod):
     skip_missing(mod)
     i = next(k for k, c in enumerate(CASES) if c[0] == mod and "missing" in " ".join(c[1]))
     with pytest.raises(Exception, match="missing"):
-        importlib.import_module(f"wavetyp.{mod}").main(fill(CASES[i][1], files) + ["--debug"])
+        importlib.import_module(cli_module(mod)).main(fill(CASES[i][1], files) + ["--debug"])
 
 
 def test_argparse_type_errors_exit_2(capsys):
@@ -216,7 +220,7 @@ def write_bad_files(folder):
 
 
 def test_bad_files_are_skipped_and_reported(tmp_path, capsys):
-    from wavetyp import data as data_cli
+    from wavetyp.data import __main__ as data_cli
     data = make_data_dir(tmp_path / "data", seconds=0.1)
     bad = write_bad_files(data)
     assert data_cli.main(["--summary", "--data-dir", str(data)]) == 0
@@ -230,7 +234,7 @@ def test_bad_files_are_skipped_and_reported(tmp_path, capsys):
 
 
 def test_folder_with_only_bad_files_is_one_line_naming_it(tmp_path, capsys):
-    from wavetyp import data as data_cli
+    from wavetyp.data import __main__ as data_cli
     data = tmp_path / "bad"
     make_data_dir(data, seconds=0.05)
     bad = set(write_bad_files(data))
@@ -252,7 +256,8 @@ def test_real_fsdd_summary(fsdd_dir):
 
 def test_check_new_file_refuses_silent_overwrite(tmp_path):
     """The helper for CLIs that write one named file (e.g. a --json report)."""
-    from wavetyp.cli import UsageError, check_new_file
+    from wavetyp.core.checks import check_new_file
+    from wavetyp.core.errors import UsageError
     target = tmp_path / "r.json"
     assert check_new_file(target) == target
     target.write_text("{}")

@@ -6,11 +6,11 @@ import math
 import pytest
 import soundfile as sf
 import torch
-
-from wavetyp.corpora import LAYOUTS, hash_is_test, load_torchaudio_corpus
-from wavetyp.data import DataError, load_corpus
-
 from conftest import synth_speechlike
+
+from wavetyp.core.errors import DataError
+from wavetyp.data.corpora import LAYOUTS, hash_is_test, load_torchaudio_corpus
+from wavetyp.data.load import load_corpus
 
 GARBAGE = b"RIFF\x10\x00\x00\x00not really audio" * 8
 

@@ -3,12 +3,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
-from wavetyp.audio import SILENCE_CODE, mu_law_encode
-from wavetyp.data import (DataError, Utterance, collate, full_batches, load_corpus, random_batch,
-                          scan_fsdd)
-
 from conftest import synth_speechlike
+
+from wavetyp.core.audio import SILENCE_CODE, mu_law_encode
+from wavetyp.core.errors import DataError
+from wavetyp.data.batches import collate, full_batches, random_batch
+from wavetyp.data.corpus import Utterance
+from wavetyp.data.fsdd import scan_fsdd
+from wavetyp.data.load import load_corpus
 
 
 def make_fsdd(folder, n_per=6, bad=()):

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
-from wavetyp import demo, report
-
 from conftest import save_tiny_checkpoint
+
+from wavetyp import demo
+from wavetyp.report import demo_page as report
 
 SR = 8000
 CHROMIUM = "/usr/bin/chromium"
@@ -227,8 +227,8 @@ def test_fricative_rule_finds_noise_not_vowels_or_silence():
     assert not fric[inside(0.0, 0.25)].any() and not fric[inside(0.75, 1.0)].any()
     assert np.nanmean(f.flatness[inside(0.5, 0.75)]) > 0.5
     # aligned comparison with itself: 0 dB; with the hiss 10 dB quieter: about -10 dB
-    from wavetyp.data import Utterance
-    from wavetyp.audio import mu_law_encode
+    from wavetyp.core.audio import mu_law_encode
+    from wavetyp.data.corpus import Utterance
     utt = Utterance("6_x_0", mu_law_encode(wave), 6, 0)
     ref = demo.make_reference([utt], SR, aligned=True)
     same = demo.fricative_measures(demo.decode_utt(utt), SR, ref)

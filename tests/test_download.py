@@ -13,13 +13,17 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-
-import wavetyp.data as data
-import wavetyp.download as download
-from wavetyp.data import DataError, resolve_fsdd
-from wavetyp.download import FSDD_RECORDINGS_SHA256, download_fsdd, recordings_digest
-
 from conftest import synth_speechlike
+
+import wavetyp.data.download as download
+import wavetyp.data.fsdd as data
+from wavetyp.core.errors import DataError
+from wavetyp.data.download import (
+    FSDD_RECORDINGS_SHA256,
+    download_fsdd,
+    recordings_digest,
+)
+from wavetyp.data.fsdd import resolve_fsdd
 
 TOP = "free-spoken-digit-dataset-1.0.10"
 NAMES = ["0_alice_0.wav", "1_alice_5.wav", "7_bob_3.wav", "9_bob_12.wav"]

@@ -4,12 +4,11 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from wavetyp.audio import mu_law_encode
-from wavetyp.data import Utterance
-from wavetyp.evaluate import LOUDNESS_EDGES_DB, evaluate_nll, loudness_db
-
 from conftest import synth_speechlike
+
+from wavetyp.core.audio import mu_law_encode
+from wavetyp.core.scoring import LOUDNESS_EDGES_DB, evaluate_nll, loudness_db
+from wavetyp.data.corpus import Utterance
 
 
 def codes_of(wave: np.ndarray) -> torch.Tensor:

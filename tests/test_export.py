@@ -3,13 +3,12 @@ come from the run(s) and the evaluation results."""
 import json
 
 import torch
-
-from wavetyp import export
-from wavetyp.checkpoint import read_checkpoint
-from wavetyp.train import train
-
 from conftest import tiny_config
 from test_train import fast_options, synth_corpus
+
+from wavetyp import export
+from wavetyp.core.checkpoint import read_checkpoint
+from wavetyp.training.loop import train
 
 
 def fake_results(path):

@@ -1,11 +1,11 @@
 """The residual stack with its own backward (faststack.py) against the plain autograd loop."""
 import pytest
 import torch
-
-from wavetyp import faststack
-from wavetyp.model import Conditioning, WaveNet, WaveNetConfig
-
 from conftest import tiny_config
+
+from wavetyp.core import faststack as faststack
+from wavetyp.core.conditioning import Conditioning
+from wavetyp.core.model import WaveNet, WaveNetConfig
 
 
 def forward_backward(model, codes, cond, fast: bool, monkeypatch):

@@ -4,15 +4,22 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from wavetyp.audio import SILENCE_CODE
-from wavetyp.generate import (DecodeSettings, GenerationCache, apply_top_k, apply_top_p,
-                              apply_typical_p, beam_search, generate, process_logits,
-                              settings_tensors, teacher_forced_logits)
-from wavetyp.model import Conditioning, WaveNet
-from wavetyp.typicality import step_stats
-
 from conftest import tiny_config
+
+from wavetyp.core.audio import SILENCE_CODE
+from wavetyp.core.cache import GenerationCache
+from wavetyp.core.conditioning import Conditioning
+from wavetyp.core.decoding import (
+    DecodeSettings,
+    apply_top_k,
+    apply_top_p,
+    apply_typical_p,
+    process_logits,
+    settings_tensors,
+)
+from wavetyp.core.generate import beam_search, generate, teacher_forced_logits
+from wavetyp.core.model import WaveNet
+from wavetyp.core.typicality import step_stats
 
 
 def conditionings(model, codes):
@@ -50,16 +57,16 @@ def test_incremental_equals_parallel_for_every_conditioning(kernel_size, batch, 
 def test_scripted_sampling_loop_equals_the_python_one(tiny_model, monkeypatch):
     """The TorchScript chunk loop and the plain-Python one give the same codes and logs
     (mel conditioning, priming, greedy and tempered streams, far layers on)."""
-    from wavetyp import fastloop
+    from wavetyp.core import fastloop as fastloop
     scripted = fastloop.scripted_run_steps()
     assert isinstance(scripted, torch.jit.ScriptFunction)      # the fast path is really on here
-    monkeypatch.setattr("wavetyp.generate.FAR_CHUNK", 2)
+    monkeypatch.setattr("wavetyp.core.cache.FAR_CHUNK", 2)
     codes = torch.randint(0, 256, (1, 400))
     cond = Conditioning(digit=torch.tensor([3, 3, 3]), mel=tiny_model.log_mel(codes).expand(3, -1, -1))
     settings = [DecodeSettings(0.0), DecodeSettings(1.0), DecodeSettings(0.6)]
     runs = []
     for fn in (scripted, fastloop.run_steps):
-        monkeypatch.setattr("wavetyp.generate.scripted_run_steps", lambda fn=fn: fn)
+        monkeypatch.setattr("wavetyp.core.generate.scripted_run_steps", lambda fn=fn: fn)
         runs.append(generate(tiny_model, settings, 400, cond=cond, prime=codes[:, :50], seed=5))
     for a, b in zip(*runs):
         assert np.array_equal(a.codes, b.codes) and np.array_equal(a.nll_bits, b.nll_bits)
@@ -159,7 +166,7 @@ def test_cache_memory_is_flat_in_length(tiny_model):
 @pytest.mark.parametrize("far_chunk", [0, 2])
 def test_beam_search_finds_at_least_the_greedy_likelihood(tiny_model, far_chunk, monkeypatch):
     """With far_chunk 2 the beams' reordering must also reorder the precomputed far taps."""
-    monkeypatch.setattr("wavetyp.generate.FAR_CHUNK", far_chunk)
+    monkeypatch.setattr("wavetyp.core.cache.FAR_CHUNK", far_chunk)
     n = 60
     greedy = generate(tiny_model, [DecodeSettings(0.0)], n)[0]
     beam = beam_search(tiny_model, 4, n)

@@ -9,8 +9,9 @@ SCRIPT = r"""
 import json, resource, sys, time, torch
 sys.path.insert(0, "tests")
 from conftest import tiny_config
-from wavetyp.model import WaveNet
-from wavetyp.generate import DecodeSettings, generate
+from wavetyp.core.model import WaveNet
+from wavetyp.core.decoding import DecodeSettings
+from wavetyp.core.generate import generate
 torch.manual_seed(0)
 model = WaveNet(tiny_config()).eval()
 out = {}

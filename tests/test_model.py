@@ -1,10 +1,10 @@
 """The WaveNet: causality, receptive field, conditioning, config round trip."""
 import pytest
 import torch
-
-from wavetyp.model import Conditioning, WaveNet, WaveNetConfig, nll_bits
-
 from conftest import tiny_config
+
+from wavetyp.core.conditioning import Conditioning
+from wavetyp.core.model import WaveNet, WaveNetConfig, nll_bits
 
 
 def test_receptive_field_formula():

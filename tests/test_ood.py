@@ -5,14 +5,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import synth_speechlike
 
 from wavetyp import ood
-from wavetyp.audio import SILENCE_CODE, mu_law_decode, mu_law_encode, rms_dbfs
-from wavetyp.checkpoint import load_model
-from wavetyp.sample import CondSpec
-from wavetyp.score import score_codes
-
-from conftest import synth_speechlike
+from wavetyp.core.audio import SILENCE_CODE, mu_law_decode, mu_law_encode, rms_dbfs
+from wavetyp.core.checkpoint import load_model
+from wavetyp.core.conditioning import CondSpec
+from wavetyp.core.scoring import score_codes
 
 SR = 8000
 

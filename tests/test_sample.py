@@ -4,13 +4,12 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import synth_speechlike
 
 from wavetyp import sample, score
-from wavetyp.checkpoint import load_model
-from wavetyp.score import score_files
-from wavetyp.sample import make_cond_spec
-
-from conftest import synth_speechlike
+from wavetyp.core.checkpoint import load_model
+from wavetyp.core.conditioning import make_cond_spec
+from wavetyp.core.scoring import score_files
 
 
 def run_sample(tiny_ckpt, out, *extra):

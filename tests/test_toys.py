@@ -13,7 +13,6 @@ from scipy import stats
 
 from wavetyp import toys
 
-
 # ------------------------------------------------------------------ unfair coin
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,15 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
+from conftest import synth_speechlike, tiny_config
 
 from wavetyp import train as train_mod
-from wavetyp.audio import mu_law_encode
-from wavetyp.checkpoint import read_checkpoint
-from wavetyp.data import Corpus, Utterance
-from wavetyp.train import TrainingDiverged, TrainOptions, read_log, train
-
-from conftest import synth_speechlike, tiny_config
+from wavetyp.training import loop as train_loop
+from wavetyp.core.audio import mu_law_encode
+from wavetyp.core.checkpoint import read_checkpoint
+from wavetyp.data.corpus import Corpus, Utterance
+from wavetyp.training.log import read_log
+from wavetyp.training.loop import TrainingDiverged, TrainOptions, train
 
 REPO = Path(__file__).resolve().parent.parent
 SPEAKERS = ["alice", "bob"]
@@ -135,7 +136,7 @@ def test_crash_mid_run_resumes_from_periodic_checkpoint(tmp_path, monkeypatch):
     """A crash at step 7 (last.pt holds step 6) plus a torn log line: resume redoes 7-8 exactly."""
     corpus = synth_corpus()
     ref = train(tiny_config(), fast_options(tmp_path / "ref"), corpus)
-    real_loss, calls = train_mod.masked_loss, [0]
+    real_loss, calls = train_loop.masked_loss, [0]
 
     def crash_at_step_7(*args):
         calls[0] += 1
@@ -143,10 +144,10 @@ def test_crash_mid_run_resumes_from_periodic_checkpoint(tmp_path, monkeypatch):
             raise RuntimeError("simulated crash")
         return real_loss(*args)
 
-    monkeypatch.setattr(train_mod, "masked_loss", crash_at_step_7)
+    monkeypatch.setattr(train_loop, "masked_loss", crash_at_step_7)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(tiny_config(), fast_options(tmp_path / "run"), corpus)
-    monkeypatch.setattr(train_mod, "masked_loss", real_loss)
+    monkeypatch.setattr(train_loop, "masked_loss", real_loss)
     run = tmp_path / "run"
     assert read_checkpoint(run / "last.pt")["step"] == 6 and len(train_rows(run)) == 7
     with open(run / "train.jsonl", "a") as f:
@@ -160,7 +161,7 @@ def test_crash_mid_run_resumes_from_periodic_checkpoint(tmp_path, monkeypatch):
 def test_fresh_run_refuses_a_folder_with_a_checkpoint(tmp_path):
     corpus = synth_corpus()
     train(tiny_config(), fast_options(tmp_path / "run", max_steps=2), corpus)
-    with pytest.raises(train_mod.UsageError, match="last.pt exists"):
+    with pytest.raises(train_loop.UsageError, match="last.pt exists"):
         train(tiny_config(), fast_options(tmp_path / "run", max_steps=2), corpus)
 
 
@@ -168,9 +169,9 @@ def test_resume_keeps_the_run_schedule_unless_max_steps_is_given(tmp_path):
     """--resume without --max-steps keeps the run's max_steps (so the cosine schedule)."""
     saved = dataclasses.asdict(fast_options(tmp_path, max_steps=8, lr=1e-3, seed=5, stop_at=3))
     caller = fast_options(tmp_path, max_steps=None, lr=9.0, seed=0, device="cpu", threads=2)
-    got = train_mod.resume_options(caller, saved)
+    got = train_loop.resume_options(caller, saved)
     assert (got.max_steps, got.lr, got.seed, got.stop_at, got.threads) == (8, 1e-3, 5, None, 2)
-    assert train_mod.resume_options(dataclasses.replace(caller, max_steps=20), saved).max_steps == 20
+    assert train_loop.resume_options(dataclasses.replace(caller, max_steps=20), saved).max_steps == 20
 
 
 # ------------------------------------------------------------ NaN / Inf
@@ -193,7 +194,7 @@ class _NanGrad(torch.autograd.Function):
     ("grad", "gradient norm is nan at step 5"),
 ])
 def test_non_finite_loss_stops_naming_the_step_and_keeps_last_good(tmp_path, monkeypatch, kind, message):
-    real_loss, calls = train_mod.masked_loss, [0]
+    real_loss, calls = train_loop.masked_loss, [0]
 
     def poisoned(*args):
         calls[0] += 1
@@ -203,7 +204,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_last_good(tmp_path, mon
                     "grad": _NanGrad.apply(loss)}[kind]
         return loss
 
-    monkeypatch.setattr(train_mod, "masked_loss", poisoned)
+    monkeypatch.setattr(train_loop, "masked_loss", poisoned)
     run = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=message) as info:
         train(tiny_config(), fast_options(run), synth_corpus())
@@ -234,7 +235,7 @@ def test_training_never_saves_non_finite_weights(tmp_path, monkeypatch):
 
 def test_cli_reports_divergence_in_one_line(tmp_path, monkeypatch, capsys):
     data = make_data_dir(tmp_path / "data")
-    monkeypatch.setattr(train_mod, "masked_loss", lambda *a: torch.tensor(float("nan"), requires_grad=True))
+    monkeypatch.setattr(train_loop, "masked_loss", lambda *a: torch.tensor(float("nan"), requires_grad=True))
     code = train_mod.main(["--out", str(tmp_path / "run"), "--data-dir", str(data), "--max-steps", "4",
                            "--batch-size", "2", "--crop", "400", "--eval-every", "0", "--no-final-eval",
                            "--no-progress", *TINY_CLI])
@@ -256,7 +257,7 @@ def test_init_from_warm_starts_a_new_run_with_the_checkpoint_config(tmp_path, mo
     real_train = train_mod.train
 
     def spy(cfg, opts, corpus=None, resume=False, init_state=None):
-        model = train_mod.WaveNet(cfg)
+        model = train_loop.WaveNet(cfg)
         model.load_state_dict(init_state)
         seen["weights"] = {k: v.clone() for k, v in model.state_dict().items()}
         return real_train(cfg, opts, corpus, resume, init_state)
@@ -304,7 +305,7 @@ def test_sigterm_saves_checkpoint_and_exits_cleanly(tmp_path):
 
 def test_sigint_in_process_stops_at_step_boundary_and_saves(tmp_path, monkeypatch):
     """Ctrl-C during step 3: the step completes, last.pt holds step 4, no KeyboardInterrupt."""
-    real_loss, calls = train_mod.masked_loss, [0]
+    real_loss, calls = train_loop.masked_loss, [0]
 
     def interrupt_during_step_3(*args):
         calls[0] += 1
@@ -312,7 +313,7 @@ def test_sigint_in_process_stops_at_step_boundary_and_saves(tmp_path, monkeypatc
             os.kill(os.getpid(), signal.SIGINT)
         return real_loss(*args)
 
-    monkeypatch.setattr(train_mod, "masked_loss", interrupt_during_step_3)
+    monkeypatch.setattr(train_loop, "masked_loss", interrupt_during_step_3)
     before = signal.getsignal(signal.SIGINT)
     r = train(tiny_config(), fast_options(tmp_path / "run", ckpt_every=0), synth_corpus())
     assert r["stopped"] == "SIGINT" and r["step"] == 4
@@ -373,8 +374,8 @@ DDP_DRIVER = textwrap.dedent("""
     import hashlib, json, os, socket, sys
     import torch, torch.multiprocessing as mp
     sys.path.insert(0, sys.argv[2])                     # the tests folder
-    from wavetyp import train as T
-    from wavetyp.model import WaveNetConfig
+    from wavetyp.training import loop as T
+    from wavetyp.core.model import WaveNetConfig
     from test_train import fast_options, synth_corpus
 
     def rank_main(rank, world, port, out, cfg):

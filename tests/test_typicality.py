@@ -4,7 +4,7 @@ import math
 import numpy as np
 import torch
 
-from wavetyp.typicality import step_stats, summarize
+from wavetyp.core.typicality import step_stats, summarize
 
 
 def test_uniform_distribution_stats():

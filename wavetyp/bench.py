@@ -51,13 +51,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .audio import N_CODES, SILENCE_CODE
-from .bench_reference import ReferenceConfig, ReferenceWaveNet
-from .bench_reference import train_step as reference_train_step
-from . import faststack
-from .cli import UsageError, add_common, check_count, check_new_file, run_cli
-from .model import Conditioning, WaveNet, WaveNetConfig
-from .train import keep_freed_memory
+from wavetyp.benchmark.reference import ReferenceConfig, ReferenceWaveNet
+from wavetyp.benchmark.reference import train_step as reference_train_step
+from wavetyp.core import faststack
+from wavetyp.core.audio import N_CODES, SILENCE_CODE
+from wavetyp.core.checks import add_common, check_count, check_new_file, run_cli
+from wavetyp.core.conditioning import Conditioning
+from wavetyp.core.errors import UsageError
+from wavetyp.core.model import WaveNet, WaveNetConfig
+from wavetyp.core.runtime import keep_freed_memory
 
 SECTIONS = ("reference", "wavetyp_reference_config", "shipped")
 SECTIONS_FOR = {"reference": SECTIONS[:2], "shipped": SECTIONS[2:], "both": SECTIONS}   # --config
@@ -163,7 +165,7 @@ def wavetyp_config_like(rc: ReferenceConfig) -> WaveNetConfig:
 
 def resolve_shipped(path: str | None) -> tuple[str | None, str]:
     """(checkpoint path or None = random default config, a note saying which)."""
-    from .checkpoint import SHIPPED
+    from wavetyp.core.checkpoint import SHIPPED
     if path:
         return str(path), f"checkpoint {path}"
     if SHIPPED.is_file():
@@ -176,7 +178,7 @@ def resolve_shipped(path: str | None) -> tuple[str | None, str]:
 
 
 def load_shipped(path: str | None, device) -> WaveNet:
-    from .checkpoint import load_model
+    from wavetyp.core.checkpoint import load_model
     if path is None:
         torch.manual_seed(0)
         return WaveNet(WaveNetConfig()).eval().to(device)
@@ -299,7 +301,7 @@ class WavetypSubject:
         return cond
 
     def exactness(self, extra: int) -> float:
-        from .generate import teacher_forced_logits
+        from wavetyp.core.generate import teacher_forced_logits
         g = torch.Generator().manual_seed(0)
         codes = torch.randint(0, N_CODES, (2, self.receptive_field + extra), generator=g)
         codes = codes.to(self.device)
@@ -314,7 +316,7 @@ class WavetypSubject:
 
     @torch.inference_mode()
     def _teacher_forced_on_device(self, codes, cond):
-        from .generate import GenerationCache
+        from wavetyp.core.cache import GenerationCache
         B, T = codes.shape
         cache = GenerationCache(self.model, B, cond)
         x = torch.full((B,), SILENCE_CODE, dtype=torch.long, device=self.device)
@@ -325,7 +327,8 @@ class WavetypSubject:
         return torch.stack(out, 1)
 
     def incremental(self, batch: int, n: int):
-        from .generate import DecodeSettings, generate
+        from wavetyp.core.decoding import DecodeSettings
+        from wavetyp.core.generate import generate
         generate(self.model, [DecodeSettings(temperature=TEMPERATURE)] * batch, n)
 
     @torch.inference_mode()
@@ -342,7 +345,7 @@ class WavetypSubject:
 
     def train_step(self, batch: int, length: int):
         """wavetyp's training step (train.py): forward, masked loss, backward, clip, AdamW."""
-        from .train import masked_loss
+        from wavetyp.training.loop import masked_loss
         torch.manual_seed(0)
         model = WaveNet(self.model.cfg).to(self.device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0, betas=(0.9, 0.99))
@@ -481,7 +484,7 @@ def sample_cli_once(checkpoint: str | None, args, plan: Plan) -> tuple[float, fl
 
 
 def measure_sample_cli(args, plan: Plan, sample_rate: int) -> dict:
-    from .checkpoint import FORMAT, VERSION, save_atomic
+    from wavetyp.core.checkpoint import FORMAT, VERSION, save_atomic
     path, note = resolve_shipped(args.checkpoint)
     with tempfile.TemporaryDirectory(prefix="wavetyp-bench-ckpt-") as tmp:
         if path is None:                      # no checkpoint anywhere: a random default one
@@ -489,7 +492,7 @@ def measure_sample_cli(args, plan: Plan, sample_rate: int) -> dict:
             model = load_shipped(None, "cpu")
             save_atomic({"format": FORMAT, "version": VERSION, "config": model.cfg.to_dict(),
                          "model": model.state_dict(), "step": 0}, path)
-        from .checkpoint import SHIPPED
+        from wavetyp.core.checkpoint import SHIPPED
         cli_ckpt = None if Path(path).resolve() == SHIPPED.resolve() else path
         seconds = plan.sample_seconds if plan.sample_seconds is not None else 2.0
         num = plan.sample_num if plan.sample_num is not None else 4

@@ -76,9 +76,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .cli import UsageError, add_common, check_count, check_positive, run_cli
-from .data import DIGIT_NAMES, Corpus, Utterance
-from .generate import DecodeSettings
+from wavetyp.core.checks import add_common, check_count, check_positive, run_cli
+from wavetyp.core.conditioning import DIGIT_NAMES
+from wavetyp.core.decoding import DecodeSettings
+from wavetyp.core.errors import UsageError
+from wavetyp.data.corpus import Corpus, Utterance
 
 # ------------------------------------------------------------------ the sweep
 
@@ -226,7 +228,7 @@ class Reference:
 
 
 def decode_utt(u: Utterance) -> np.ndarray:
-    from .audio import mu_law_decode
+    from wavetyp.core.audio import mu_law_decode
     return mu_law_decode(u.codes).numpy()
 
 
@@ -307,7 +309,7 @@ def pick_takes(corpus: Corpus, digits, sample_rate: int) -> dict[int, Utterance]
 
 
 def plan_conditions(model, corpus: Corpus, quick: bool, seconds: float, notes: list[str]) -> list[Condition]:
-    from .sample import CondSpec
+    from wavetyp.core.conditioning import CondSpec
     cfg = model.cfg
     sr = cfg.sample_rate
     n_label = max(1, int(round(seconds * sr)))
@@ -388,8 +390,9 @@ def load_fsdd_test(data_dir=None, sample_rate: int = 8000, progress: bool = Fals
     Reading all 3000 files costs more than the quick sweep itself; the demo needs the 300
     test takes. Speaker indices are those `data.scan_fsdd` gives (sorted names of all files).
     """
-    from .audio import AUDIO_SUFFIXES, AudioError, load_codes
-    from .data import FSDD_NAME, DataError, recordings_dir, resolve_fsdd
+    from wavetyp.core.audio import AUDIO_SUFFIXES, load_codes
+    from wavetyp.core.errors import AudioError, DataError
+    from wavetyp.data.fsdd import FSDD_NAME, recordings_dir, resolve_fsdd
     rec = recordings_dir(Path(resolve_fsdd(data_dir)))
     if not rec.is_dir():
         raise DataError(f"{rec}: no such folder")
@@ -452,7 +455,7 @@ def output_names() -> list[str]:
 
 def check_demo_dir(out_dir, overwrite: bool) -> Path:
     """Create the folder; refuse (UsageError) to replace an existing report unless overwrite."""
-    from .cli import check_output_dir
+    from wavetyp.core.checks import check_output_dir
     return check_output_dir(out_dir, overwrite=overwrite, expect=output_names())
 
 
@@ -488,7 +491,7 @@ def _publish(stage: Path, out_dir: Path, files: list[str]) -> None:
 def _run_toys(stage: Path, quick: bool, notes: list[str]) -> str | None:
     """The essay's toy examples (wavetyp.toys, if present) as an HTML section."""
     try:
-        from . import toys
+        from wavetyp import toys
     except ImportError as e:
         if getattr(e, "name", None) in (None, "wavetyp.toys") or "toys" in str(e):
             notes.append("wavetyp.toys is not available: toy examples section omitted")
@@ -517,9 +520,9 @@ def run_demo(model, out_dir="samples/demo", quick: bool = False, seconds: float 
 
     Refuses (UsageError) to replace an existing report in out_dir unless overwrite=True.
     """
-    from . import report
-    from .audio import rms_dbfs, save_wav
-    from .sample import render
+    from wavetyp.core.audio import rms_dbfs, save_wav
+    from wavetyp.report import demo_page as report
+    from wavetyp.sample import render
 
     t_start = time.time()
     out_dir = check_demo_dir(out_dir, overwrite)
@@ -683,8 +686,8 @@ def main(argv=None) -> int:
         if a.threads is not None:
             torch.set_num_threads(a.threads)
         out_dir = check_demo_dir(a.out, a.overwrite)   # fail fast, before any work
-        from .checkpoint import load_model
-        from .train import pick_device
+        from wavetyp.core.checkpoint import load_model
+        from wavetyp.core.runtime import pick_device
         model, ckpt = load_model(a.checkpoint, pick_device(a.device))
         corpus = load_fsdd_test(a.data_dir, model.cfg.sample_rate, progress=True)
         res = run_demo(model, out_dir, quick=a.quick, seconds=a.seconds, seed=a.seed,

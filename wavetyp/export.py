@@ -9,10 +9,12 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import export_weights, load_model, read_checkpoint
-from .cli import UsageError, run_cli
-from .data import DIGIT_NAMES, load_corpus
-from .evaluate import CONDITIONING_LEVELS, evaluate_nll
+from wavetyp.core.checkpoint import export_weights, load_model, read_checkpoint
+from wavetyp.core.checks import run_cli
+from wavetyp.core.conditioning import CONDITIONING_LEVELS, DIGIT_NAMES
+from wavetyp.core.errors import UsageError
+from wavetyp.core.scoring import evaluate_nll
+from wavetyp.data.load import load_corpus
 
 LEVEL_TEXT = {"none": "no conditioning", "label": "digit + speaker labels",
               "mel": "mel frames only (vocoder)", "all": "labels + mel frames"}
@@ -40,8 +42,8 @@ def model_card(ckpt: dict, results: list[dict], run_dir: Path, shipped: Path, no
     """
     cfg = ckpt["config"]
     args = ckpt.get("train_args", {})
-    from .bench import cpu_model
-    from .train import read_log
+    from wavetyp.bench import cpu_model
+    from wavetyp.training.log import read_log
     log = read_log(run_dir / "train.jsonl")
     train_rows = [r for r in log if r.get("kind") == "train"]
     model, _ = load_model(shipped)

@@ -39,9 +39,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import SILENCE_CODE, AudioError, load_codes, mu_law_decode, mu_law_encode, resample, rms_dbfs
-from .cli import UsageError, add_common, check_output_dir, run_cli
-from .typicality import summarize
+from wavetyp.core.audio import (
+    SILENCE_CODE,
+    load_codes,
+    mu_law_decode,
+    mu_law_encode,
+    resample,
+    rms_dbfs,
+)
+from wavetyp.core.checks import add_common, check_output_dir, run_cli
+from wavetyp.core.errors import AudioError, UsageError
+from wavetyp.core.typicality import summarize
 
 DEFAULT_OUT = "samples/ood"
 DEFAULT_ALPHA = 0.05
@@ -269,8 +277,9 @@ def score_items(model, items: list[Item], set_name: str = "", conditioning: str 
     one file per pass).
     """
     from tqdm import tqdm
-    from .model import Conditioning
-    from .typicality import step_stats
+
+    from wavetyp.core.conditioning import Conditioning
+    from wavetyp.core.typicality import step_stats
     if conditioning not in ("none", "mel-self"):
         raise UsageError(f"unknown conditioning {conditioning!r} (none or mel-self)")
     if conditioning == "mel-self" and not model.cfg.n_mels:
@@ -612,7 +621,7 @@ def plot_histograms(path: Path, in_values, ood_values: dict[str, np.ndarray], xl
 
 def load_items(paths, sample_rate: int) -> tuple[list[Item], list[tuple[str, str]]]:
     """Read files/folders (folders recursively) to Items; unreadable files are skipped."""
-    from .score import expand_paths
+    from wavetyp.core.scoring import expand_paths
     items, skipped = [], []
     for p in expand_paths(paths):
         try:
@@ -701,8 +710,8 @@ def main(argv=None) -> int:
         if a.no_builtin and not a.ood_paths:
             raise UsageError("--no-builtin leaves no OOD set: pass --ood PATH")
         out = check_output_dir(a.out, a.overwrite, list(OUTPUTS))   # refuse before the slow part
-        from .checkpoint import load_model
-        from .train import pick_device
+        from wavetyp.core.checkpoint import load_model
+        from wavetyp.core.runtime import pick_device
         model, _ = load_model(a.checkpoint, pick_device(a.device))
         sr = model.cfg.sample_rate
         progress = not a.quiet
@@ -712,7 +721,7 @@ def main(argv=None) -> int:
         def fsdd():
             nonlocal corpus
             if corpus is None:
-                from .data import load_corpus
+                from wavetyp.data.load import load_corpus
                 corpus = load_corpus("fsdd", a.data_dir, sr, progress=progress)
                 skipped.extend(corpus.skipped)
             return corpus
@@ -782,7 +791,7 @@ def main(argv=None) -> int:
 
         (out / "examples").mkdir(exist_ok=True)
         examples = {}
-        from .audio import save_wav
+        from wavetyp.core.audio import save_wav
         for name, items in [(in_label, in_items)] + list(ood_items.items()):
             fname = ("in-" if items is in_items else "ood-") + "".join(
                 c if c.isalnum() or c in "-_." else "_" for c in name) + ".wav"

@@ -6,84 +6,26 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .audio import load_codes, mu_law_decode, rms_dbfs, save_wav
-from .cli import (UsageError, add_common, check_count, check_output_dir, check_positive,
-                  check_probability, run_cli)
-from .data import DIGIT_NAMES
-from .generate import DecodeSettings, GenerationResult, beam_search, generate
-from .model import Conditioning, WaveNet
-
-
-# ------------------------------------------------------------ conditioning from user input
-
-@dataclass
-class CondSpec:
-    """Conditioning as a user states it; `build` turns it into tensors for B streams."""
-    digit: int | None = None
-    speaker: str | None = None
-    mel_from: str | None = None
-    mel_codes: torch.Tensor | None = field(default=None, repr=False)
-
-    @property
-    def label(self) -> str:
-        parts = []
-        if self.digit is not None:
-            parts.append(f"digit{self.digit}")
-        if self.speaker:
-            parts.append(self.speaker)
-        if self.mel_from:
-            parts.append("mel-" + Path(self.mel_from).stem)
-        return "-".join(parts) or "uncond"
-
-    def to_dict(self) -> dict:
-        return {"digit": self.digit, "speaker": self.speaker, "mel_from": self.mel_from}
-
-    def build(self, model: WaveNet, batch: int) -> Conditioning:
-        dev = next(model.parameters()).device
-        c = Conditioning()
-        if self.digit is not None:
-            c.digit = torch.full((batch,), self.digit, dtype=torch.long, device=dev)
-        if self.speaker is not None:
-            c.speaker = torch.full((batch,), model.cfg.speakers.index(self.speaker),
-                                   dtype=torch.long, device=dev)
-        if self.mel_codes is not None:
-            c.mel = model.log_mel(self.mel_codes[None].to(dev)).expand(batch, -1, -1)
-        return c
-
-
-def parse_digit(value) -> int | None:
-    if value is None:
-        return None
-    v = str(value).strip().lower()
-    if v in DIGIT_NAMES:
-        return DIGIT_NAMES.index(v)
-    if v.isdigit() and 0 <= int(v) <= 9:
-        return int(v)
-    raise UsageError(f"unknown digit {value!r} (0-9 or zero..nine)")
-
-
-def make_cond_spec(model: WaveNet, digit=None, speaker=None, mel_from=None) -> CondSpec:
-    """Validate user conditioning against what the checkpoint supports."""
-    cfg = model.cfg
-    d = parse_digit(digit)
-    if d is not None and not cfg.n_digits:
-        raise UsageError("this checkpoint has no digit conditioning")
-    if speaker is not None and speaker not in cfg.speakers:
-        known = ", ".join(cfg.speakers) or "none"
-        raise UsageError(f"unknown speaker {speaker!r} (this checkpoint knows: {known})")
-    spec = CondSpec(d, speaker, str(mel_from) if mel_from else None)
-    if mel_from:
-        if not cfg.n_mels:
-            raise UsageError("this checkpoint has no mel conditioning")
-        spec.mel_codes = load_codes(mel_from, cfg.sample_rate)
-    return spec
-
+from wavetyp.core.audio import load_codes, mu_law_decode, rms_dbfs, save_wav
+from wavetyp.core.checks import (
+    add_common,
+    check_count,
+    check_output_dir,
+    check_positive,
+    check_probability,
+    run_cli,
+)
+from wavetyp.core.conditioning import CondSpec, make_cond_spec
+from wavetyp.core.decoding import DecodeSettings
+from wavetyp.core.errors import UsageError
+from wavetyp.core.generate import GenerationResult, beam_search, generate
+from wavetyp.core.model import WaveNet
 
 # ------------------------------------------------------------ rendering
 
@@ -137,7 +79,7 @@ def write_outputs(out_dir: Path, run: str, rendered: list[Rendered], sample_rate
     tmp.write_text(json.dumps(summary, indent=2))
     tmp.replace(out_dir / f"{run}.json")
     if plot:
-        from .plots import plot_run
+        from wavetyp.report.plots import plot_run
         plot_run([{"name": r.name, "wave": r.wave, "nll_bits": r.result.nll_bits,
                    "entropy_bits": r.result.entropy_bits, "summary": row["summary"],
                    "rms_dbfs": r.rms_dbfs, "prime_len": r.result.prime_len}
@@ -222,8 +164,8 @@ def main(argv=None) -> int:
         check_count("--threads", a.threads)
         if a.beam is not None and a.beam < 1:
             raise UsageError(f"--beam must be >= 1, got {a.beam}")
-        from .checkpoint import load_model
-        from .train import pick_device
+        from wavetyp.core.checkpoint import load_model
+        from wavetyp.core.runtime import pick_device
         if a.threads:
             torch.set_num_threads(a.threads)
         out_dir = check_output_dir(a.out)

@@ -5,76 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .audio import AUDIO_SUFFIXES, AudioError, load_codes, mu_law_decode, rms_dbfs
-from .cli import UsageError, add_common, run_cli
-from .model import WaveNet
-from .sample import CondSpec, make_cond_spec
-from .typicality import DEFAULT_EPSILON, TypicalitySummary, step_stats, summarize
-
-
-@dataclass
-class ScoreResult:
-    path: str
-    codes: np.ndarray
-    nll_bits: np.ndarray
-    entropy_bits: np.ndarray
-    varentropy_bits2: np.ndarray
-    rms_dbfs: float
-
-    def summary(self, epsilon: float = DEFAULT_EPSILON) -> TypicalitySummary:
-        return summarize(self.nll_bits, self.entropy_bits, self.varentropy_bits2, epsilon)
-
-
-@torch.inference_mode()
-def score_codes(model: WaveNet, codes: torch.Tensor, cond: CondSpec | None = None,
-                path: str = "") -> ScoreResult:
-    """Per-step NLL/entropy/varentropy of a code sequence (T,) in one parallel pass."""
-    dev = next(model.parameters()).device
-    codes = torch.as_tensor(codes).long().to(dev)
-    c = (cond or CondSpec()).build(model, 1)
-    logits = model(codes[None], c)[0]
-    nll, ent, var = step_stats(logits, codes)
-    wave = mu_law_decode(codes.cpu()).numpy()
-    return ScoreResult(path, codes.cpu().numpy(), nll.cpu().numpy(), ent.cpu().numpy(),
-                       var.cpu().numpy(), rms_dbfs(wave))
-
-
-def expand_paths(items) -> list[Path]:
-    """Files as given, folders expanded (recursively) to their audio files, sorted."""
-    out = []
-    for it in items:
-        p = Path(it)
-        if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in AUDIO_SUFFIXES))
-        elif p.exists():
-            out.append(p)
-        else:
-            raise UsageError(f"{p}: no such file or folder")
-    return out
-
-
-def score_files(model: WaveNet, paths, cond: CondSpec | None = None, mel_self: bool = False,
-                progress: bool = False):
-    """Score many files; unreadable ones are returned separately as (path, reason)."""
-    from tqdm import tqdm
-    results, skipped = [], []
-    for p in tqdm(paths, desc="scoring", unit="file", disable=not progress):
-        try:
-            codes = load_codes(p, model.cfg.sample_rate)
-        except AudioError as e:
-            skipped.append((str(p), str(e)))
-            continue
-        spec = cond or CondSpec()
-        if mel_self:
-            spec = CondSpec(spec.digit, spec.speaker, str(p), codes)
-        results.append(score_codes(model, codes, spec, str(p)))
-    return results, skipped
+from wavetyp.core.checks import add_common, run_cli
+from wavetyp.core.conditioning import make_cond_spec
+from wavetyp.core.errors import UsageError
+from wavetyp.core.scoring import expand_paths, score_files
+from wavetyp.core.typicality import DEFAULT_EPSILON
 
 
 def main(argv=None) -> int:
@@ -92,14 +31,14 @@ def main(argv=None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
 
     def body(a):
-        from .checkpoint import load_model
-        from .cli import check_new_file, check_output_dir, check_positive
+        from wavetyp.core.checkpoint import load_model
+        from wavetyp.core.checks import check_new_file, check_output_dir, check_positive
         check_positive("--epsilon", a.epsilon)
         if a.json:
             check_new_file(a.json, a.overwrite)
         if a.npz_dir:
             check_output_dir(a.npz_dir)
-        from .train import pick_device
+        from wavetyp.core.runtime import pick_device
         paths = expand_paths(a.paths)
         if not paths:
             raise UsageError("no audio files found in " + ", ".join(a.paths))

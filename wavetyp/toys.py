@@ -27,7 +27,8 @@ import numpy as np  # noqa: E402
 from scipy.optimize import brentq  # noqa: E402
 from scipy.special import gammainc, gammaln  # noqa: E402
 
-from .cli import UsageError, check_output_dir  # noqa: E402
+from wavetyp.core.checks import check_output_dir
+from wavetyp.core.errors import UsageError
 
 COIN_EPS = (0.05, 0.1, 0.2, 0.3)
 BUBBLE_INTERVALS = ((9.0, 11.0), (8.0, 12.0), (0.0, 8.0))

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .data import DataError
+from wavetyp.core.errors import DataError
 
 FSDD_VERSION = "v1.0.10"
 FSDD_URL = ("https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/"

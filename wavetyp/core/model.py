@@ -14,8 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchaudio
 
-from . import faststack
-from .audio import N_CODES, SILENCE_CODE, mu_law_decode
+from wavetyp.core import faststack
+from wavetyp.core.audio import N_CODES, SILENCE_CODE, mu_law_decode
+from wavetyp.core.conditioning import Conditioning
 
 
 @dataclass
@@ -77,19 +78,6 @@ class WaveNetConfig:
         if unknown:
             raise ValueError(f"unknown config keys: {', '.join(unknown)}")
         return cls(**d)
-
-
-@dataclass
-class Conditioning:
-    """What a model is conditioned on; any field may be None (= absent for every stream).
-
-    digit, speaker: (B,) int64 with -1 meaning 'none' for that stream.
-    mel: (B, n_mels, F) log-mel frames; mel_present: (B,) bool to drop it per stream.
-    """
-    digit: torch.Tensor | None = None
-    speaker: torch.Tensor | None = None
-    mel: torch.Tensor | None = None
-    mel_present: torch.Tensor | None = None
 
 
 class WaveNet(nn.Module):

@@ -32,8 +32,9 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from .audio import AudioError, load_codes
-from .data import Corpus, DataError, Utterance
+from wavetyp.core.audio import load_codes
+from wavetyp.core.errors import AudioError, DataError
+from wavetyp.data.corpus import Corpus, Utterance
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .model import WaveNet, WaveNetConfig
+from wavetyp.core.errors import CheckpointError
+from wavetyp.core.model import WaveNet, WaveNetConfig
 
 FORMAT = "wavetyp-checkpoint"
 VERSION = 1
@@ -22,11 +23,7 @@ REQUIRED = ("format", "version", "config", "model")
 OPTIONAL = ("optimizer", "scheduler", "step", "rng", "best_val_bits", "train_args", "metrics",
             "dtype", "history", "wall_seconds")
 RESUMABLE = ("optimizer", "step", "rng")      # what `train --resume` needs beyond REQUIRED
-SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "wavetyp-fsdd.pt"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used; the message says why in one line."""
+SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "wavetyp-fsdd.pt"
 
 
 # ---------------------------------------------------------------- saving

@@ -13,13 +13,11 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from wavetyp.core.errors import AudioError
+
 N_CODES = 256          # 8-bit mu-law
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 MIN_RATE, MAX_RATE = 1000, 384_000      # sample rates accepted from a file header
-
-
-class AudioError(ValueError):
-    """A file that cannot be used as audio: unreadable, empty, non-finite, ..."""
 
 
 def mu_law_encode(wave) -> torch.Tensor:

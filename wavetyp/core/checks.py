@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: one-line errors with exit code 2, tracebacks only with --debug."""
+"""Shared CLI plumbing (argument checks, output folders, run_cli): one-line errors with exit code 2, tracebacks only with --debug."""
 from __future__ import annotations
 
 import argparse
@@ -7,34 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-
-class UsageError(ValueError):
-    """Bad user input (an argument, a path): reported as one line, exit code 2."""
-
-
-def error_line(e: BaseException) -> str:
-    """The first line of an exception's message (its type name when it has none)."""
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-def expected_errors() -> tuple[type, ...]:
-    """The exception types that mean bad input, not a bug.
-
-    `python -m wavetyp.data` runs data.py as `__main__`, a second copy of the module next to
-    `wavetyp.data`: its DataError is another class, so the `__main__` copies count too.
-    """
-    from .audio import AudioError
-    from .checkpoint import CheckpointError
-    from .data import DataError
-
-    types = [UsageError, AudioError, DataError, CheckpointError, OSError]
-    main = sys.modules.get("__main__")
-    for t in list(types):
-        twin = getattr(main, t.__name__, None)
-        if isinstance(twin, type) and issubclass(twin, Exception) and twin not in types:
-            types.append(twin)
-    return tuple(types)
+from wavetyp.core.errors import EXPECTED_ERRORS, UsageError, error_line
 
 
 def run_cli(parser: argparse.ArgumentParser, body, argv=None) -> int:
@@ -47,7 +20,7 @@ def run_cli(parser: argparse.ArgumentParser, body, argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(body(args) or 0)
-    except expected_errors() as e:
+    except EXPECTED_ERRORS as e:
         if getattr(args, "debug", False):
             raise
         print(f"error: {error_line(e)}", file=sys.stderr)

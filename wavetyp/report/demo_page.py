@@ -138,13 +138,13 @@ class Thumbnails:
         os.replace(tmp, path)
 
     def spectrogram(self, wave, sample_rate: int, path) -> None:
-        from .plots import draw_spectrogram
+        from wavetyp.report.plots import draw_spectrogram
         self.ax.clear()
         draw_spectrogram(self.ax, wave, sample_rate)
         self._save(path)
 
     def traces(self, nll_bits, entropy_bits, sample_rate: int, path) -> None:
-        from .plots import draw_traces
+        from wavetyp.report.plots import draw_traces
         self.ax.clear()
         draw_traces(self.ax, nll_bits, entropy_bits, sample_rate, legend=False)
         self._save(path)

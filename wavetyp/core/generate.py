@@ -1,0 +1,212 @@
+"""Generation: streams sampled side by side, beam search, teacher-forced logits.
+
+Logging: at every step the NLL of the chosen code, the entropy and the varentropy are
+taken from the model's UNTEMPERED distribution p_t, because the typical set is defined
+by p, not by the distribution we happened to sample from. `sampled_nll_bits` is the
+NLL under the processed (tempered/truncated) distribution actually sampled.
+Temperature/greedy chunks run in the scripted loop (fastloop.py); truncating settings
+step in Python through the warpers (decoding.py).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from wavetyp.core.audio import N_CODES, SILENCE_CODE
+from wavetyp.core.cache import GenerationCache
+from wavetyp.core.conditioning import Conditioning
+from wavetyp.core.decoding import (
+    DecodeSettings,
+    needs_truncation,
+    process_logits,
+    settings_tensors,
+)
+from wavetyp.core.fastloop import scripted_run_steps
+from wavetyp.core.model import WaveNet
+from wavetyp.core.typicality import (
+    DEFAULT_EPSILON,
+    TypicalitySummary,
+    chosen_nll_bits,
+    step_stats,
+    summarize,
+)
+
+CHUNK = 256   # steps between vectorized bookkeeping (stats, progress, noise refills)
+
+
+# ================================================================ results
+
+@dataclass
+class GenerationResult:
+    """One generated (or teacher-forced) stream and its per-step logs."""
+    codes: np.ndarray               # (T,) int64
+    nll_bits: np.ndarray            # (T,) under the untempered model distribution
+    entropy_bits: np.ndarray        # (T,)
+    varentropy_bits2: np.ndarray    # (T,)
+    sampled_nll_bits: np.ndarray    # (T,) under the distribution actually sampled
+    settings: DecodeSettings
+    prime_len: int = 0              # the first prime_len codes were teacher-forced
+    info: dict = field(default_factory=dict)
+
+    def summary(self, epsilon: float = DEFAULT_EPSILON) -> TypicalitySummary:
+        """Typicality over the generated part (teacher-forced priming excluded)."""
+        s = slice(self.prime_len, None)
+        return summarize(self.nll_bits[s], self.entropy_bits[s], self.varentropy_bits2[s], epsilon)
+
+
+def _gumbel(shape, generator, device) -> torch.Tensor:
+    u = torch.rand(shape, generator=generator, device=device).clamp_(1e-10, 1.0 - 1e-7)
+    return -torch.log(-torch.log(u))
+
+
+class step_threads:
+    """Run the step loop with few threads: per-step matrices are tiny, and on a busy CPU
+    a second OpenMP thread costs far more in synchronisation than it gains (measured in
+    `python -m wavetyp.bench`). Large batches keep the caller's thread count."""
+
+    def __init__(self, batch: int, threads: int | None = None):
+        self.n = threads or (1 if batch < 64 else torch.get_num_threads())
+
+    def __enter__(self):
+        self.old = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.old)
+
+
+def generate(model: WaveNet, settings: list[DecodeSettings], n_samples: int,
+             cond: Conditioning | None = None, prime: torch.Tensor | None = None,
+             seed: int = 0, progress: bool = False, chunk: int = CHUNK,
+             threads: int | None = None) -> list[GenerationResult]:
+    """Generate len(settings) streams of n_samples codes side by side, one setting per stream.
+
+    prime: (B, P) codes teacher-forced as the first P outputs (the model continues after).
+    Sampling is Gumbel-max over the processed logits: argmax(logits' + g) ~ softmax(logits').
+    threads: torch threads for the step loop (default: 1 below 64 streams).
+    """
+    with step_threads(len(settings), threads), torch.inference_mode():
+        return _generate(model, settings, n_samples, cond, prime, seed, progress, chunk)
+
+
+def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
+    B = len(settings)
+    if B == 0 or n_samples <= 0:
+        raise ValueError("need at least one stream and n_samples > 0")
+    dev = next(model.parameters()).device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    st = settings_tensors(settings, dev)
+    truncating = needs_truncation(st)
+    inv_tau = torch.where(st["temperature"] > 0, 1.0 / st["temperature"].clamp_min(1e-30),
+                          torch.ones_like(st["temperature"])).unsqueeze(-1)
+    noise_on = (st["temperature"] > 0).float().unsqueeze(-1)          # greedy rows: no noise
+    P = 0 if prime is None else int(prime.shape[1])
+    if prime is not None:
+        prime = prime.to(dev).long().expand(B, -1)
+    cache = GenerationCache(model, B, cond)
+    codes = torch.empty(n_samples, B, dtype=torch.long, device=dev)
+    logs = {k: torch.empty(n_samples, B) for k in ("nll", "ent", "var", "snll")}
+    lg = torch.empty(chunk, B, N_CODES, device=dev)
+    score = torch.empty(B, N_CODES, device=dev)
+    x = torch.full((B,), SILENCE_CODE, dtype=torch.long, device=dev)
+    bar = tqdm(total=n_samples * B, disable=not progress, unit="smp", unit_scale=True,
+               desc=f"generating {B}x{n_samples}", dynamic_ncols=True)
+    lg_rows = list(lg.unbind(0))            # per-step row views: made once, not sliced per step
+    prime_rows = (prime.t().contiguous() if prime is not None
+                  else torch.zeros(0, B, dtype=torch.long, device=dev))
+    run_steps = scripted_run_steps()
+    for c0 in range(0, n_samples, chunk):
+        c1 = min(n_samples, c0 + chunk)
+        noise = _gumbel((c1 - c0, B, N_CODES), gen, dev) * noise_on
+        noise_rows = list(noise.unbind(0))
+        code_rows = list(codes[c0:c1].unbind(0))  # per chunk: never one view per sample of the run
+        if not truncating:   # temperature / greedy: the whole chunk in one (scripted) call
+            x = run_steps(cache.state, c0, c1, x, lg_rows, code_rows, noise_rows, inv_tau, score,
+                          prime_rows, P)
+            cache.t = c1
+        else:
+            for t in range(c0, c1):
+                out = cache.step(x, out=lg_rows[t - c0])
+                x = code_rows[t - c0]
+                if t < P:
+                    x.copy_(prime_rows[t])
+                else:
+                    torch.argmax(process_logits(out, st) + noise_rows[t - c0], dim=-1, out=x)
+        # vectorized bookkeeping for the chunk: stats of the untempered distribution
+        chunk_logits, chunk_codes = lg[: c1 - c0], codes[c0:c1]
+        nll, ent, var = step_stats(chunk_logits, chunk_codes)
+        flat_st = {k: v.repeat(c1 - c0) for k, v in st.items()}
+        snll = chosen_nll_bits(process_logits(chunk_logits.reshape(-1, N_CODES), flat_st),
+                               chunk_codes.reshape(-1)).view(c1 - c0, B)
+        for key, val in (("nll", nll), ("ent", ent), ("var", var), ("snll", snll)):
+            logs[key][c0:c1] = val.cpu()
+        if P > c0:  # teacher-forced steps were not sampled
+            logs["snll"][c0:min(P, c1)] = float("nan")
+        bar.update((c1 - c0) * B)
+    bar.close()
+    codes = codes.cpu()
+    return [GenerationResult(codes[:, b].numpy(), logs["nll"][:, b].numpy(), logs["ent"][:, b].numpy(),
+                             logs["var"][:, b].numpy(), logs["snll"][:, b].numpy(), settings[b], P)
+            for b in range(B)]
+
+
+@torch.inference_mode()
+def teacher_forced_logits(model: WaveNet, codes: torch.Tensor, cond: Conditioning | None = None,
+                          far_chunk: int | None = None) -> torch.Tensor:
+    """Run the cache over known codes (B, T) -> (B, T, 256) logits (for exactness checks)."""
+    B, T = codes.shape
+    cache = GenerationCache(model, B, cond, far_chunk)
+    out = torch.empty(T, B, N_CODES)
+    x = torch.full((B,), SILENCE_CODE, dtype=torch.long)
+    for t in range(T):
+        cache.step(x, out=out[t])
+        x = codes[:, t]
+    return out.transpose(0, 1)
+
+
+def beam_search(model: WaveNet, width: int, n_samples: int, cond: Conditioning | None = None,
+                progress: bool = False) -> GenerationResult:
+    """Beam search for the most likely continuation: score = summed log-probability under the
+    model. `cond` describes ONE stream; it is repeated across the beams."""
+    with step_threads(width), torch.inference_mode():
+        return _beam_search(model, width, n_samples, cond, progress)
+
+
+def _beam_search(model, width, n_samples, cond, progress):
+    if width < 1:
+        raise ValueError("beam width must be >= 1")
+    cond = cond or Conditioning()
+    rep = Conditioning(*(None if v is None else v.expand(width, *v.shape[1:]).contiguous()
+                         for v in (cond.digit, cond.speaker, cond.mel, cond.mel_present)))
+    cache = GenerationCache(model, width, rep)
+    scores = torch.full((width,), float("-inf"))
+    scores[0] = 0.0                                   # all beams start identical: use beam 0
+    parents = torch.empty(n_samples, width, dtype=torch.long)
+    tokens = torch.empty(n_samples, width, dtype=torch.long)
+    stats = torch.empty(3, n_samples, width)
+    x = torch.full((width,), SILENCE_CODE, dtype=torch.long)
+    for t in tqdm(range(n_samples), disable=not progress, desc=f"beam search W={width}", unit="smp"):
+        logits = cache.step(x)
+        logp = torch.log_softmax(logits.float(), -1)
+        top, flat = (scores[:, None] + logp).view(-1).topk(width)
+        parent, tok = flat // N_CODES, flat % N_CODES
+        nll, ent, var = step_stats(logits[parent], tok)
+        parents[t], tokens[t], stats[:, t] = parent, tok, torch.stack([nll, ent, var])
+        cache.reorder(parent)
+        scores, x = top, tok
+    # backtrack the best final beam
+    b = int(scores.argmax())
+    path = torch.empty(n_samples, dtype=torch.long)
+    st = torch.empty(3, n_samples)
+    for t in range(n_samples - 1, -1, -1):
+        path[t], st[:, t] = tokens[t, b], stats[:, t, b]
+        b = int(parents[t, b])
+    res = GenerationResult(path.numpy(), st[0].numpy(), st[1].numpy(), st[2].numpy(),
+                           np.full(n_samples, np.nan, dtype=np.float32),
+                           DecodeSettings(temperature=0.0), 0,
+                           info={"beam": width, "log2_prob": float(scores.max()) / math.log(2)})
+    return res

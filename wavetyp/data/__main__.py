@@ -1,0 +1,46 @@
+"""`python -m wavetyp.data`: find, load and summarize a speech corpus."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from wavetyp.data.corpus import report_skipped
+from wavetyp.data.fsdd import DEFAULT_SAMPLE_RATE
+from wavetyp.data.load import load_corpus
+
+
+def main(argv=None) -> int:
+    from wavetyp.core.checks import run_cli
+    p = argparse.ArgumentParser(prog="python -m wavetyp.data",
+                                description="Find, load and summarize a speech corpus.")
+    p.add_argument("--summary", action="store_true", help="print a summary (the default action)")
+    p.add_argument("--dataset", default="fsdd",
+                   help="fsdd (default) or a torchaudio corpus: yesno, cmuarctic, ljspeech, "
+                        "speechcommands, librispeech, vctk_092")
+    p.add_argument("--data-dir", default=None,
+                   help="corpus folder (default: $WAVETYP_DATA, ../shared/data/fsdd, "
+                        "~/.cache/wavetyp/fsdd, else download FSDD)")
+    p.add_argument("--sample-rate", type=int, default=DEFAULT_SAMPLE_RATE)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    def body(args):
+        from wavetyp.core.checks import check_count
+        check_count("--sample-rate", args.sample_rate, 1000)
+        c = load_corpus(args.dataset, args.data_dir, args.sample_rate, progress=True)
+        s = c.summary()
+        print(f"dataset      {s['dataset']}")
+        print(f"files        {s['files']}")
+        print(f"train/test   {s['train']} / {s['test']}")
+        print(f"speakers     {s['speakers']} ({', '.join(c.speakers[:12])}"
+              f"{', ...' if len(c.speakers) > 12 else ''})")
+        print(f"minutes      {s['minutes']:.1f}")
+        print(f"sample rate  {s['sample_rate']} Hz")
+        print(f"skipped      {s['skipped']}")
+        report_skipped(c, file=sys.stdout)
+        return 0
+
+    return run_cli(p, body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
