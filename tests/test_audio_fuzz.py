@@ -3,7 +3,6 @@ or raise the project's AudioError; never another exception, a crash or a hang.""
 import io
 
 import numpy as np
-import pytest
 import soundfile as sf
 from conftest import real_fsdd, synth_speechlike
 from hypothesis import HealthCheck, given, settings

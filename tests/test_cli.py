@@ -17,6 +17,7 @@ import soundfile as sf
 from conftest import save_tiny_checkpoint, synth_speechlike
 from test_train import TINY_CLI, cli_env, make_data_dir, one_torch_thread  # noqa: F401 (autouse)
 
+
 def cli_module(name: str) -> str:
     """The module whose main() is `python -m wavetyp.<name>` (a package runs its __main__)."""
     return f"wavetyp.{name}.__main__" if name == "data" else f"wavetyp.{name}"

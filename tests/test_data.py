@@ -1,5 +1,4 @@
 """FSDD scanning, the official split, crops with padding masks."""
-import numpy as np
 import pytest
 import soundfile as sf
 import torch

@@ -5,7 +5,7 @@ from conftest import tiny_config
 
 from wavetyp.core import faststack as faststack
 from wavetyp.core.conditioning import Conditioning
-from wavetyp.core.model import WaveNet, WaveNetConfig
+from wavetyp.core.model import WaveNet
 
 
 def forward_backward(model, codes, cond, fast: bool, monkeypatch):

@@ -22,10 +22,10 @@ import torch
 from conftest import synth_speechlike, tiny_config
 
 from wavetyp import train as train_mod
-from wavetyp.training import loop as train_loop
 from wavetyp.core.audio import mu_law_encode
 from wavetyp.core.checkpoint import read_checkpoint
 from wavetyp.data.corpus import Corpus, Utterance
+from wavetyp.training import loop as train_loop
 from wavetyp.training.log import read_log
 from wavetyp.training.loop import TrainingDiverged, TrainOptions, train
 

@@ -521,8 +521,8 @@ def run_demo(model, out_dir="samples/demo", quick: bool = False, seconds: float 
     Refuses (UsageError) to replace an existing report in out_dir unless overwrite=True.
     """
     from wavetyp.core.audio import rms_dbfs, save_wav
+    from wavetyp.core.generate import render
     from wavetyp.report import demo_page as report
-    from wavetyp.sample import render
 
     t_start = time.time()
     out_dir = check_demo_dir(out_dir, overwrite)

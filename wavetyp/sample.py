@@ -6,13 +6,12 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from wavetyp.core.audio import load_codes, mu_law_decode, rms_dbfs, save_wav
+from wavetyp.core.audio import load_codes, save_wav
 from wavetyp.core.checks import (
     add_common,
     check_count,
@@ -21,44 +20,10 @@ from wavetyp.core.checks import (
     check_probability,
     run_cli,
 )
-from wavetyp.core.conditioning import CondSpec, make_cond_spec
+from wavetyp.core.conditioning import make_cond_spec
 from wavetyp.core.decoding import DecodeSettings
 from wavetyp.core.errors import UsageError
-from wavetyp.core.generate import GenerationResult, beam_search, generate
-from wavetyp.core.model import WaveNet
-
-# ------------------------------------------------------------ rendering
-
-@dataclass
-class Rendered:
-    name: str
-    result: GenerationResult
-    wave: np.ndarray
-    rms_dbfs: float
-    cond: CondSpec
-
-    def row(self, sample_rate: int) -> dict:
-        s = self.result.summary()
-        return {"name": self.name, "settings": self.result.settings.name,
-                "conditioning": self.cond.label, "seconds": len(self.wave) / sample_rate,
-                "rms_dbfs": self.rms_dbfs, "summary": s.to_dict(), **self.result.info}
-
-
-def render(model: WaveNet, settings: list[DecodeSettings], n_samples: int, cond: CondSpec,
-           seed: int = 0, prime: torch.Tensor | None = None, beam: int | None = None,
-           prefix: str = "", progress: bool = False) -> list[Rendered]:
-    """Generate one stream per entry of `settings` (or one beam search) and decode to audio."""
-    if beam:
-        results = [beam_search(model, beam, n_samples, cond.build(model, 1), progress=progress)]
-    else:
-        results = generate(model, settings, n_samples, cond.build(model, len(settings)),
-                           prime=None if prime is None else prime[None], seed=seed, progress=progress)
-    out = []
-    for i, r in enumerate(results):
-        wave = mu_law_decode(torch.from_numpy(r.codes)).numpy()
-        tag = f"beam{beam}" if beam else r.settings.name
-        out.append(Rendered(f"{prefix}{tag}-{i}", r, wave, rms_dbfs(wave), cond))
-    return out
+from wavetyp.core.generate import Rendered, render
 
 
 def write_outputs(out_dir: Path, run: str, rendered: list[Rendered], sample_rate: int,

@@ -1,25 +1,25 @@
-"""Conditioning: what a model is conditioned on, in one vocabulary, and one builder.
+"""Conditioning: one vocabulary for what a model is conditioned on, and one builder.
 
-Levels: none (no conditioning), label (digit + speaker labels), mel (log-mel frames of a
-recording: vocoder mode), all (labels + mel frames).
+Levels (CONDITIONING_LEVELS): none (no conditioning), label (digit and/or speaker labels),
+mel (log-mel frames of a recording: vocoder mode), all (labels + mel frames).
+`build_conditioning` is the one place that turns labels and codes into the tensors the
+model reads; `CondSpec` (user input), `level_conditioning` (a level over a batch of files)
+and training batches all go through it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from wavetyp.core.audio import load_codes
 from wavetyp.core.errors import UsageError
 
-if TYPE_CHECKING:   # annotations only: model.py imports Conditioning from here
-    from wavetyp.core.model import WaveNet, WaveNetConfig
-
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-# none: unconditional; label: digit + speaker; mel: mel frames only; all: labels + mel
 CONDITIONING_LEVELS = ("none", "label", "mel", "all")
+LEVEL_TEXT = {"none": "no conditioning", "label": "digit + speaker labels",
+              "mel": "mel frames only (vocoder)", "all": "labels + mel frames"}
 
 
 @dataclass
@@ -33,6 +33,48 @@ class Conditioning:
     speaker: torch.Tensor | None = None
     mel: torch.Tensor | None = None
     mel_present: torch.Tensor | None = None
+
+
+def build_conditioning(model, batch: int, digit=None, speaker=None, mel_codes=None,
+                       mel_present=None) -> Conditioning:
+    """The conditioning tensors for `batch` streams of `model` (a WaveNet).
+
+    digit, speaker: None (absent), one int for every stream (a speaker also by name), or a
+    (B,) tensor with -1 meaning 'none' for that stream. mel_codes: None, the (T,) or (1, T)
+    codes of one recording (its log-mel frames shared by every stream), or (B, T) codes, one
+    row per stream. mel_present: (B,) bool, the streams that keep their mel frames.
+    """
+    dev = next(model.parameters()).device
+
+    def labels(v):
+        if v is None or torch.is_tensor(v):
+            return None if v is None else v.to(dev)
+        if isinstance(v, str):
+            v = model.cfg.speakers.index(v)
+        return torch.full((batch,), int(v), dtype=torch.long, device=dev)
+
+    cond = Conditioning(labels(digit), labels(speaker))
+    if mel_codes is not None:
+        if not model.cfg.n_mels:
+            raise UsageError("this checkpoint has no mel conditioning")
+        codes = torch.as_tensor(mel_codes)
+        codes = codes[None] if codes.dim() == 1 else codes
+        with torch.no_grad():                   # frames of known audio: nothing to learn
+            mel = model.log_mel(codes.to(dev))
+        cond.mel = mel.expand(batch, -1, -1) if mel.shape[0] == 1 and batch > 1 else mel
+        cond.mel_present = None if mel_present is None else mel_present.to(dev)
+    return cond
+
+
+def level_conditioning(model, level: str, codes: torch.Tensor, digit: torch.Tensor | None = None,
+                       speaker: torch.Tensor | None = None) -> Conditioning:
+    """Conditioning of a batch of known files (B, T) at one of CONDITIONING_LEVELS: labels
+    from `digit`/`speaker` for label and all, the files' own mel frames for mel and all."""
+    if level not in CONDITIONING_LEVELS:
+        raise UsageError(f"unknown conditioning {level!r} (choose from {', '.join(CONDITIONING_LEVELS)})")
+    with_labels, with_mel = level in ("label", "all"), level in ("mel", "all")
+    return build_conditioning(model, codes.shape[0], digit if with_labels else None,
+                              speaker if with_labels else None, codes if with_mel else None)
 
 
 @dataclass
@@ -57,17 +99,15 @@ class CondSpec:
     def to_dict(self) -> dict:
         return {"digit": self.digit, "speaker": self.speaker, "mel_from": self.mel_from}
 
-    def build(self, model: WaveNet, batch: int) -> Conditioning:
-        dev = next(model.parameters()).device
-        c = Conditioning()
-        if self.digit is not None:
-            c.digit = torch.full((batch,), self.digit, dtype=torch.long, device=dev)
-        if self.speaker is not None:
-            c.speaker = torch.full((batch,), model.cfg.speakers.index(self.speaker),
-                                   dtype=torch.long, device=dev)
-        if self.mel_codes is not None:
-            c.mel = model.log_mel(self.mel_codes[None].to(dev)).expand(batch, -1, -1)
-        return c
+    @property
+    def level(self) -> str:
+        """Where this sits in CONDITIONING_LEVELS."""
+        labels = self.digit is not None or self.speaker is not None
+        mel = self.mel_codes is not None or self.mel_from is not None
+        return ("all" if labels else "mel") if mel else ("label" if labels else "none")
+
+    def build(self, model, batch: int) -> Conditioning:
+        return build_conditioning(model, batch, self.digit, self.speaker, self.mel_codes)
 
 
 def parse_digit(value) -> int | None:
@@ -81,7 +121,7 @@ def parse_digit(value) -> int | None:
     raise UsageError(f"unknown digit {value!r} (0-9 or zero..nine)")
 
 
-def make_cond_spec(model: WaveNet, digit=None, speaker=None, mel_from=None) -> CondSpec:
+def make_cond_spec(model, digit=None, speaker=None, mel_from=None) -> CondSpec:
     """Validate user conditioning against what the checkpoint supports."""
     cfg = model.cfg
     d = parse_digit(digit)
@@ -98,22 +138,7 @@ def make_cond_spec(model: WaveNet, digit=None, speaker=None, mel_from=None) -> C
     return spec
 
 
-def make_conditioning(model: WaveNet, level: str, codes: torch.Tensor,
-                      digit: torch.Tensor, speaker: torch.Tensor) -> Conditioning:
-    """Conditioning for a batch at a level; mel frames are computed from the codes."""
-    if level not in CONDITIONING_LEVELS:
-        raise UsageError(f"unknown conditioning {level!r} (choose from {', '.join(CONDITIONING_LEVELS)})")
-    cond = Conditioning()
-    if level in ("label", "all"):
-        cond.digit, cond.speaker = digit, speaker
-    if level in ("mel", "all"):
-        if model.cfg.n_mels == 0:
-            raise UsageError("this checkpoint has no mel conditioning")
-        cond.mel = model.log_mel(codes)
-    return cond
-
-
-def drop_conditioning(cfg: WaveNetConfig, batch, g: torch.Generator) -> tuple:
+def drop_conditioning(cfg, batch, g: torch.Generator) -> tuple:
     """Conditioning dropout: each label / the mel frames dropped independently per example."""
     B = batch.codes.shape[0]
     r = torch.rand(3, B, generator=g)

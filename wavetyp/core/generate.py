@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from wavetyp.core.audio import N_CODES, SILENCE_CODE
+from wavetyp.core.audio import N_CODES, SILENCE_CODE, mu_law_decode, rms_dbfs
 from wavetyp.core.cache import GenerationCache
-from wavetyp.core.conditioning import Conditioning
+from wavetyp.core.conditioning import Conditioning, CondSpec
 from wavetyp.core.decoding import (
     DecodeSettings,
     needs_truncation,
@@ -210,3 +210,37 @@ def _beam_search(model, width, n_samples, cond, progress):
                            DecodeSettings(temperature=0.0), 0,
                            info={"beam": width, "log2_prob": float(scores.max()) / math.log(2)})
     return res
+
+
+# ================================================================ rendering to audio
+
+@dataclass
+class Rendered:
+    name: str
+    result: GenerationResult
+    wave: np.ndarray
+    rms_dbfs: float
+    cond: CondSpec
+
+    def row(self, sample_rate: int) -> dict:
+        s = self.result.summary()
+        return {"name": self.name, "settings": self.result.settings.name,
+                "conditioning": self.cond.label, "seconds": len(self.wave) / sample_rate,
+                "rms_dbfs": self.rms_dbfs, "summary": s.to_dict(), **self.result.info}
+
+
+def render(model: WaveNet, settings: list[DecodeSettings], n_samples: int, cond: CondSpec,
+           seed: int = 0, prime: torch.Tensor | None = None, beam: int | None = None,
+           prefix: str = "", progress: bool = False) -> list[Rendered]:
+    """Generate one stream per entry of `settings` (or one beam search) and decode to audio."""
+    if beam:
+        results = [beam_search(model, beam, n_samples, cond.build(model, 1), progress=progress)]
+    else:
+        results = generate(model, settings, n_samples, cond.build(model, len(settings)),
+                           prime=None if prime is None else prime[None], seed=seed, progress=progress)
+    out = []
+    for i, r in enumerate(results):
+        wave = mu_law_decode(torch.from_numpy(r.codes)).numpy()
+        tag = f"beam{beam}" if beam else r.settings.name
+        out.append(Rendered(f"{prefix}{tag}-{i}", r, wave, rms_dbfs(wave), cond))
+    return out

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from wavetyp.core.audio import AUDIO_SUFFIXES, load_codes, mu_law_decode, rms_dbfs
-from wavetyp.core.conditioning import CondSpec, make_conditioning
+from wavetyp.core.conditioning import CondSpec, level_conditioning
 from wavetyp.core.errors import AudioError, UsageError
 from wavetyp.core.model import WaveNet, nll_bits
 from wavetyp.core.typicality import (
@@ -74,7 +74,7 @@ def evaluate_nll(model: WaveNet, utts: list[Utterance], level: str = "none",
     batches = list(full_batches(utts, batch_size))
     for chunk, b in tqdm(batches, desc=f"eval {level}", disable=not progress, unit="batch"):
         b = b.to(device)
-        cond = make_conditioning(model, level, b.codes, b.digit, b.speaker)
+        cond = level_conditioning(model, level, b.codes, b.digit, b.speaker)
         bits = nll_bits(model(b.codes, cond), b.codes).masked_fill(~b.mask, 0.0)
         if by_loudness:
             real = b.mask.cpu()

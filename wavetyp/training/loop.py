@@ -35,7 +35,7 @@ from wavetyp.core.checkpoint import (
     read_checkpoint,
     save_atomic,
 )
-from wavetyp.core.conditioning import Conditioning, drop_conditioning
+from wavetyp.core.conditioning import build_conditioning, drop_conditioning
 from wavetyp.core.errors import CheckpointError, DataError, UsageError, error_line
 from wavetyp.core.model import WaveNet, WaveNetConfig
 from wavetyp.core.runtime import pick_device
@@ -203,9 +203,8 @@ def make_batch(cfg: WaveNetConfig, model: WaveNet, utts, opts: TrainOptions, ste
     batch = random_batch(utts, opts.batch_size, opts.crop, g)
     digit, speaker, mel_present = drop_conditioning(cfg, batch, g)
     batch = batch.to(device)
-    with torch.no_grad():
-        mel = model.log_mel(batch.codes) if cfg.n_mels else None
-    cond = Conditioning(digit.to(device), speaker.to(device), mel, mel_present.to(device))
+    cond = build_conditioning(model, len(digit), digit, speaker,
+                              batch.codes if cfg.n_mels else None, mel_present)
     return batch.codes, batch.mask, cond
 
 
