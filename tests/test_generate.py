@@ -14,8 +14,8 @@ from wavetyp.core.decoding import (
     apply_top_k,
     apply_top_p,
     apply_typical_p,
+    encode_settings,
     process_logits,
-    settings_tensors,
 )
 from wavetyp.core.generate import beam_search, generate, teacher_forced_logits
 from wavetyp.core.model import WaveNet
@@ -124,6 +124,32 @@ def test_gumbel_sampling_matches_the_distribution(tiny_model):
     assert np.abs(freq - p).sum() / 2 < 0.1              # total variation distance
 
 
+def test_fast_loop_codes_equal_the_warpers(tiny_model, monkeypatch):
+    """One encoding of the settings: the scripted chunk loop (greedy and tempered streams) and
+    the reference path (process_logits + Gumbel-max, one step at a time) pick the same codes
+    and log the same arrays, with priming."""
+    settings = [DecodeSettings(0.0), DecodeSettings(0.3), DecodeSettings(0.7), DecodeSettings(1.0)]
+    prime = torch.randint(0, 256, (1, 30))
+    runs = []
+    for fast in (True, False):
+        monkeypatch.setattr("wavetyp.core.generate.fast_loop_applies", lambda dec, fast=fast: fast)
+        runs.append(generate(tiny_model, settings, 600, prime=prime, seed=3))
+    for a, b in zip(*runs):
+        assert np.array_equal(a.codes, b.codes), a.settings.name
+        for key in ("nll_bits", "entropy_bits", "sampled_nll_bits"):
+            assert np.array_equal(getattr(a, key), getattr(b, key), equal_nan=True), key
+    assert len(set(runs[0][0].codes[30:].tolist())) < len(set(runs[0][3].codes[30:].tolist()))
+
+
+def test_encoding_flags_come_from_the_settings():
+    """The filter flags are derived once, host side, from the settings (no device sync)."""
+    dec = encode_settings([DecodeSettings(0.0), DecodeSettings(0.5, top_p=0.9)])
+    assert dec.any_greedy and dec.any_top_p and not dec.any_top_k and not dec.any_typical_p
+    assert dec.truncating and dec.inv_tau[:, 0].tolist() == [1.0, 2.0] and dec.noise[:, 0].tolist() == [0, 1]
+    plain = encode_settings([DecodeSettings(1.0, top_k=256, top_p=1.0)])   # neutral values: no filter
+    assert not plain.truncating and not plain.any_greedy
+
+
 def test_filters_keep_the_right_codes():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05] + [1e-9] * 252]))
     k = apply_top_k(logits, torch.tensor([2]))
@@ -134,8 +160,8 @@ def test_filters_keep_the_right_codes():
     assert torch.isfinite(p1).all()
     t = apply_typical_p(logits, torch.tensor([0.2]))      # keeps the code closest to the entropy
     assert torch.isfinite(t[0]).sum() >= 1
-    st = settings_tensors([DecodeSettings(0.0), DecodeSettings(1.0, top_k=3)])
-    both = process_logits(logits.expand(2, -1), st)
+    dec = encode_settings([DecodeSettings(0.0), DecodeSettings(1.0, top_k=3)])
+    both = process_logits(logits.expand(2, -1), dec)
     assert torch.isfinite(both[0]).sum() == 1 and torch.isfinite(both[1]).sum() == 3
 
 

@@ -1,14 +1,15 @@
 """Decoding settings and the pieces that compose over logits.
 
 `DecodeSettings` is one stream's decoding (temperature 0 = greedy, top_k, top_p,
-typical_p); `settings_tensors` is its tensor encoding for a batch. The model returns
-logits; these functions only reshape the distribution that is sampled. NLL and entropy
+typical_p); `encode_settings` gives a batch's one tensor encoding (DecodeBatch), which both
+the warpers here and the scripted loop read. The model returns logits; these functions only
+reshape the distribution that is sampled. NLL and entropy
 are always logged from the untempered logits (generate.py).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -51,32 +52,65 @@ class DecodeSettings:
         return asdict(self)
 
 
-def settings_tensors(settings: list[DecodeSettings], device="cpu") -> dict[str, torch.Tensor]:
-    """Per-stream settings as tensors (B,), with neutral values where a filter is off."""
-    return {
-        "temperature": torch.tensor([s.temperature for s in settings], device=device),
-        "top_k": torch.tensor([s.top_k or N_CODES for s in settings], device=device),
-        "top_p": torch.tensor([s.top_p or 1.0 for s in settings], device=device),
-        "typical_p": torch.tensor([s.typical_p or 1.0 for s in settings], device=device),
-    }
+@dataclass(frozen=True)
+class DecodeBatch:
+    """The one tensor encoding of a batch's decoding settings, read by the warpers below and
+    by the scripted sampling loop (fastloop.py) alike.
+
+    inv_tau (B, 1): 1/tau, and 1 on greedy rows; noise (B, 1): 1 on sampled rows, 0 on greedy
+    rows, so that argmax(logits * inv_tau + noise * g) is greedy or Gumbel-max sampling.
+    The flags say which filters any stream uses; they come from the settings (host side),
+    so the sampling loop never asks the device.
+    """
+    temperature: torch.Tensor      # (B,)
+    inv_tau: torch.Tensor          # (B, 1)
+    noise: torch.Tensor            # (B, 1)
+    top_k: torch.Tensor            # (B,), N_CODES where off
+    top_p: torch.Tensor            # (B,), 1 where off
+    typical_p: torch.Tensor        # (B,), 1 where off
+    any_greedy: bool
+    any_top_k: bool
+    any_top_p: bool
+    any_typical_p: bool
+
+    @property
+    def truncating(self) -> bool:
+        return self.any_top_k or self.any_top_p or self.any_typical_p
+
+    def repeat(self, n: int) -> "DecodeBatch":
+        """The same settings for n consecutive rows of streams (rows t*B + b)."""
+        return replace(self, **{k: getattr(self, k).repeat(n, *([1] * (getattr(self, k).dim() - 1)))
+                                for k in ("temperature", "inv_tau", "noise", "top_k", "top_p", "typical_p")})
+
+
+def encode_settings(settings: list[DecodeSettings], device="cpu") -> DecodeBatch:
+    """Per-stream settings as tensors, with neutral values where a filter is off."""
+    tau = torch.tensor([s.temperature for s in settings], device=device)
+    return DecodeBatch(
+        temperature=tau,
+        inv_tau=torch.where(tau > 0, 1.0 / tau.clamp_min(1e-30), torch.ones_like(tau)).unsqueeze(-1),
+        noise=(tau > 0).float().unsqueeze(-1),
+        top_k=torch.tensor([s.top_k or N_CODES for s in settings], device=device),
+        top_p=torch.tensor([s.top_p or 1.0 for s in settings], device=device),
+        typical_p=torch.tensor([s.typical_p or 1.0 for s in settings], device=device),
+        any_greedy=any(s.greedy for s in settings),
+        any_top_k=any(s.top_k is not None and s.top_k < N_CODES for s in settings),
+        any_top_p=any(s.top_p is not None and s.top_p < 1 for s in settings),
+        any_typical_p=any(s.typical_p is not None and s.typical_p < 1 for s in settings))
 
 
 NEG_INF = float("-inf")
 
 
-def apply_temperature(logits, temperature):
-    """logits / tau per row; tau = 0 rows are left as they are (greedy takes the argmax)."""
-    t = temperature.to(logits.dtype).unsqueeze(-1)
-    return logits / torch.where(t > 0, t, torch.ones_like(t))
+def apply_temperature(logits, inv_tau):
+    """logits / tau per row, as logits * (1/tau); greedy rows have inv_tau 1 (argmax is taken)."""
+    return logits * inv_tau.to(logits.dtype)
 
 
 def apply_greedy(logits, temperature):
     """tau = 0 rows become a point mass on their argmax (0 there, -inf elsewhere)."""
-    rows = temperature == 0
-    if not bool(rows.any()):
-        return logits
     point = torch.full_like(logits, NEG_INF).scatter(-1, logits.argmax(-1, keepdim=True), 0.0)
-    return torch.where(rows.unsqueeze(-1), point, logits)
+    return torch.where((temperature == 0).unsqueeze(-1), point, logits)
 
 
 def apply_top_k(logits, top_k):
@@ -112,20 +146,14 @@ def apply_typical_p(logits, typical_p):
     return logits.masked_fill(drop, NEG_INF)
 
 
-def process_logits(logits: torch.Tensor, st: dict[str, torch.Tensor]) -> torch.Tensor:
+def process_logits(logits: torch.Tensor, dec: DecodeBatch) -> torch.Tensor:
     """The distribution each stream samples from, as logits (-inf = excluded):
     temperature, then top-k, top-p and typical-p on the tempered distribution, then greedy."""
-    out = apply_temperature(logits, st["temperature"])
-    if bool((st["top_k"] < N_CODES).any()):
-        out = apply_top_k(out, st["top_k"])
-    if bool((st["top_p"] < 1).any()):
-        out = apply_top_p(out, st["top_p"])
-    if bool((st["typical_p"] < 1).any()):
-        out = apply_typical_p(out, st["typical_p"])
-    return apply_greedy(out, st["temperature"])
-
-
-def needs_truncation(st: dict[str, torch.Tensor]) -> bool:
-    return bool((st["top_k"] < N_CODES).any() or (st["top_p"] < 1).any()
-                or (st["typical_p"] < 1).any())
-
+    out = apply_temperature(logits, dec.inv_tau)
+    if dec.any_top_k:
+        out = apply_top_k(out, dec.top_k)
+    if dec.any_top_p:
+        out = apply_top_p(out, dec.top_p)
+    if dec.any_typical_p:
+        out = apply_typical_p(out, dec.typical_p)
+    return apply_greedy(out, dec.temperature) if dec.any_greedy else out

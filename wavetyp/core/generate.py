@@ -19,12 +19,7 @@ from tqdm import tqdm
 from wavetyp.core.audio import N_CODES, SILENCE_CODE, mu_law_decode, rms_dbfs
 from wavetyp.core.cache import GenerationCache
 from wavetyp.core.conditioning import Conditioning, CondSpec
-from wavetyp.core.decoding import (
-    DecodeSettings,
-    needs_truncation,
-    process_logits,
-    settings_tensors,
-)
+from wavetyp.core.decoding import DecodeBatch, DecodeSettings, encode_settings, process_logits
 from wavetyp.core.fastloop import scripted_run_steps
 from wavetyp.core.model import WaveNet
 from wavetyp.core.typicality import (
@@ -93,17 +88,20 @@ def generate(model: WaveNet, settings: list[DecodeSettings], n_samples: int,
         return _generate(model, settings, n_samples, cond, prime, seed, progress, chunk)
 
 
+def fast_loop_applies(dec: DecodeBatch) -> bool:
+    """Temperature and greedy streams run whole chunks in the scripted loop (fastloop.py),
+    which reads the same encoding as the warpers; truncating settings step through them."""
+    return not dec.truncating
+
+
 def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
     B = len(settings)
     if B == 0 or n_samples <= 0:
         raise ValueError("need at least one stream and n_samples > 0")
     dev = next(model.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(seed)
-    st = settings_tensors(settings, dev)
-    truncating = needs_truncation(st)
-    inv_tau = torch.where(st["temperature"] > 0, 1.0 / st["temperature"].clamp_min(1e-30),
-                          torch.ones_like(st["temperature"])).unsqueeze(-1)
-    noise_on = (st["temperature"] > 0).float().unsqueeze(-1)          # greedy rows: no noise
+    dec = encode_settings(settings, dev)
+    fast = fast_loop_applies(dec)
     P = 0 if prime is None else int(prime.shape[1])
     if prime is not None:
         prime = prime.to(dev).long().expand(B, -1)
@@ -121,11 +119,11 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
     run_steps = scripted_run_steps()
     for c0 in range(0, n_samples, chunk):
         c1 = min(n_samples, c0 + chunk)
-        noise = _gumbel((c1 - c0, B, N_CODES), gen, dev) * noise_on
+        noise = _gumbel((c1 - c0, B, N_CODES), gen, dev) * dec.noise
         noise_rows = list(noise.unbind(0))
         code_rows = list(codes[c0:c1].unbind(0))  # per chunk: never one view per sample of the run
-        if not truncating:   # temperature / greedy: the whole chunk in one (scripted) call
-            x = run_steps(cache.state, c0, c1, x, lg_rows, code_rows, noise_rows, inv_tau, score,
+        if fast:   # temperature / greedy: the whole chunk in one (scripted) call
+            x = run_steps(cache.state, c0, c1, x, lg_rows, code_rows, noise_rows, dec.inv_tau, score,
                           prime_rows, P)
             cache.t = c1
         else:
@@ -135,12 +133,11 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
                 if t < P:
                     x.copy_(prime_rows[t])
                 else:
-                    torch.argmax(process_logits(out, st) + noise_rows[t - c0], dim=-1, out=x)
+                    torch.argmax(process_logits(out, dec) + noise_rows[t - c0], dim=-1, out=x)
         # vectorized bookkeeping for the chunk: stats of the untempered distribution
         chunk_logits, chunk_codes = lg[: c1 - c0], codes[c0:c1]
         nll, ent, var = step_stats(chunk_logits, chunk_codes)
-        flat_st = {k: v.repeat(c1 - c0) for k, v in st.items()}
-        snll = chosen_nll_bits(process_logits(chunk_logits.reshape(-1, N_CODES), flat_st),
+        snll = chosen_nll_bits(process_logits(chunk_logits.reshape(-1, N_CODES), dec.repeat(c1 - c0)),
                                chunk_codes.reshape(-1)).view(c1 - c0, B)
         for key, val in (("nll", nll), ("ent", ent), ("var", var), ("snll", snll)):
             logs[key][c0:c1] = val.cpu()
