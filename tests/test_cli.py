@@ -186,13 +186,13 @@ def test_sample_with_explicit_name_is_not_overwritten(files, tmp_path):
     from wavetyp import sample
     args = fill(SAMPLE, files)[:-1] + [str(tmp_path / "s"), "--name", "take"]
     assert sample.main(args) == 0
-    before = (tmp_path / "s/take.json").read_bytes()
+    before = (tmp_path / "s/take/summary.json").read_bytes()
     r = subprocess.run([sys.executable, "-m", "wavetyp.sample", *args, "--seed", "1"],
                        capture_output=True, text=True, env=cli_env(), timeout=300)
-    assert_one_error_line(r.returncode, r.stderr, "take.json exists; pass --overwrite")
-    assert (tmp_path / "s/take.json").read_bytes() == before
+    assert_one_error_line(r.returncode, r.stderr, "take exists; pass --overwrite")
+    assert (tmp_path / "s/take/summary.json").read_bytes() == before
     assert sample.main(args + ["--seed", "1", "--overwrite"]) == 0
-    assert json.loads((tmp_path / "s/take.json").read_text())["seed"] == 1
+    assert json.loads((tmp_path / "s/take/summary.json").read_text())["seed"] == 1
 
 
 def test_train_refuses_to_restart_over_a_run(files, tmp_path, capsys):

@@ -22,13 +22,17 @@ def test_sample_writes_wav_npz_json_and_rescoring_reproduces_logs(tiny_ckpt, tmp
     assert run_sample(tiny_ckpt, out, "--temperature", "0", "0.7", "1.0", "--digit", "six",
                       "--speaker", "bob") == 0
     table = capsys.readouterr().out
-    assert "greedy" in table and "tau0.7" in table and "typical?" in table
-    summary = json.loads(next(out.glob("*.json")).read_text())
-    assert len(summary["samples"]) == 6
+    assert "greedy-0" in table and "tau0.7-1" in table and "reading" in table
+    assert "Negative gap and z" in table                   # the footer says what they mean
+    run = out / "digit6-bob-greedy_tau0.7_tau1-seed0"      # <out>/<run>/<setting>-<i>.*
+    summary = json.loads((run / "summary.json").read_text())
+    assert [r["name"] for r in summary["samples"]] == [
+        "greedy-0", "greedy-1", "tau0.7-0", "tau0.7-1", "tau1-0", "tau1-1"]   # tau 1 asked: no extra
+    assert all(r["reading"] for r in summary["samples"])
     model, _ = load_model(tiny_ckpt)
     spec = make_cond_spec(model, "6", "bob")
     for row in summary["samples"]:
-        wav, npz = out / f"{row['name']}.wav", np.load(out / f"{row['name']}.npz")
+        wav, npz = run / f"{row['name']}.wav", np.load(run / f"{row['name']}.npz")
         assert sf.info(str(wav)).subtype == "PCM_16"
         assert set(npz.files) >= {"codes", "nll_bits", "entropy_bits", "varentropy_bits2",
                                   "sampled_nll_bits", "settings"}
@@ -43,10 +47,10 @@ def test_same_seed_same_output_and_runs_are_not_overwritten(tiny_ckpt, tmp_path)
     out = tmp_path / "s"
     assert run_sample(tiny_ckpt, out, "--temperature", "0.8") == 0
     assert run_sample(tiny_ckpt, out, "--temperature", "0.8") == 0
-    runs = sorted(out.glob("*.json"))
-    assert len(runs) == 2                                   # second run got a new name
-    a, b = (json.loads(r.read_text())["samples"][0]["name"] for r in runs)
-    assert np.array_equal(np.load(out / f"{a}.npz")["codes"], np.load(out / f"{b}.npz")["codes"])
+    runs = sorted(p.parent for p in out.glob("*/summary.json"))
+    assert [r.name for r in runs] == ["none-tau0.8-seed0", "none-tau0.8-seed0-2"]   # a new folder
+    for name in ("tau0.8-0", "tau0.8-1", "reference-tau1-0"):
+        assert np.array_equal(np.load(runs[0] / f"{name}.npz")["codes"], np.load(runs[1] / f"{name}.npz")["codes"])
     assert run_sample(tiny_ckpt, out, "--name", "fixed") == 0
     assert run_sample(tiny_ckpt, out, "--name", "fixed") == 2  # explicit name: refused
     assert run_sample(tiny_ckpt, out, "--name", "fixed", "--overwrite") == 0
@@ -58,12 +62,12 @@ def test_vocoder_and_prime_modes(tiny_ckpt, tmp_path):
     out = tmp_path / "v"
     assert sample.main(["--checkpoint", str(tiny_ckpt), "--out", str(out), "--num", "1",
                         "--mel-from", str(ref), "--no-plot"]) == 0
-    row = json.loads(next(out.glob("*.json")).read_text())["samples"][0]
+    row = json.loads(next(out.glob("*/summary.json")).read_text())["samples"][0]
     assert abs(row["seconds"] - 0.15) < 1e-3              # length follows the recording
     assert sample.main(["--checkpoint", str(tiny_ckpt), "--out", str(out), "--num", "1",
                         "--prime", str(ref), "--prime-ms", "50", "--seconds", "0.1",
                         "--name", "primed", "--no-plot"]) == 0
-    npz = np.load(next(out.glob("primed*.npz")))
+    npz = np.load(out / "primed" / "tau1-0.npz")
     assert int(npz["prime_len"]) == 400
 
 
@@ -71,7 +75,50 @@ def test_beam_and_plot(tiny_ckpt, tmp_path):
     out = tmp_path / "b"
     assert sample.main(["--checkpoint", str(tiny_ckpt), "--out", str(out), "--beam", "2",
                         "--seconds", "0.02"]) == 0
-    assert len(list(out.glob("*.wav"))) == 1 and len(list(out.glob("*.png"))) == 1
+    assert len(list(out.glob("*/*.wav"))) == 1 and len(list(out.glob("*/traces.png"))) == 1
+
+
+def test_a_tau1_reference_is_added_for_contrast_and_keeps_the_asked_codes(tiny_ckpt, tmp_path):
+    """Without tau = 1 among the settings, a tau = 1 stream is rendered beside them in its own
+    batch: the asked-for streams' codes are those of a run without it (--no-reference), and the
+    reference's are those of a plain tau = 1 run with the same seed."""
+    assert run_sample(tiny_ckpt, tmp_path, "--temperature", "0.5", "--name", "with") == 0
+    assert run_sample(tiny_ckpt, tmp_path, "--temperature", "0.5", "--name", "without",
+                      "--no-reference") == 0
+    assert run_sample(tiny_ckpt, tmp_path, "--temperature", "1", "--num", "1", "--name", "tau1") == 0
+    def codes(run, name):
+        return np.load(tmp_path / run / f"{name}.npz")["codes"]
+    assert sorted(p.stem for p in (tmp_path / "without").glob("*.npz")) == ["tau0.5-0", "tau0.5-1"]
+    for name in ("tau0.5-0", "tau0.5-1"):
+        assert np.array_equal(codes("with", name), codes("without", name))
+    assert np.array_equal(codes("with", "reference-tau1-0"), codes("tau1", "tau1-0"))
+
+
+def test_readings_name_held_codes_and_silence():
+    from wavetyp.report.samples import sound_reading, typicality_reading
+    dc = np.full(1000, 102)
+    dc[::50] = 30
+    assert sound_reading(dc, -41.9) == "near-silent: 98 % one code (code 102: a DC offset)"
+    assert "the silence code" in sound_reading(np.full(100, 128), -200.0)
+    assert sound_reading(np.arange(1000) % 256, -70.0) == "near-silent (-70 dBFS)"
+    assert sound_reading(np.arange(1000) % 256, -20.0) == "sound"
+    assert typicality_reading({"gap_bits": -0.3, "in_typical_set": False}).startswith("too likely")
+    assert typicality_reading({"gap_bits": 0.02, "in_typical_set": True}) == "typical"
+
+
+def test_fsdd_names_resolve_wherever_fsdd_is(tmp_path, monkeypatch):
+    from wavetyp.core.errors import DataError
+    from wavetyp.data.fsdd import resolve_audio_arg
+    rec = tmp_path / "fsdd" / "recordings"
+    rec.mkdir(parents=True)
+    sf.write(str(rec / "6_theo_0.wav"), synth_speechlike(0.05), 8000)
+    monkeypatch.setenv("WAVETYP_DATA", str(tmp_path / "fsdd"))
+    assert resolve_audio_arg("fsdd:6_theo_0") == str(rec / "6_theo_0.wav")
+    assert resolve_audio_arg("some/file.wav") == "some/file.wav"
+    with pytest.raises(DataError, match="no recording 6_theo_9.wav"):
+        resolve_audio_arg("fsdd:6_theo_9")
+    with pytest.raises(DataError, match="expected fsdd:<digit>_<speaker>_<take>"):
+        resolve_audio_arg("fsdd:theo")
 
 
 @pytest.mark.parametrize("args,msg", [

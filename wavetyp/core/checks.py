@@ -101,11 +101,21 @@ def check_count(name: str, value, minimum: int = 1):
     return value
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every CLI's --help: each flag's default once, and none shown where it is 'not given'
+    (None/False: the help text says what that means)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_common(p: argparse.ArgumentParser, checkpoint: bool = True, device: bool = True):
-    """Arguments every model-using CLI shares, with the same names everywhere."""
+    """Arguments every model-using CLI shares, with the same names and defaults everywhere."""
     if checkpoint:
         p.add_argument("--checkpoint", default=None,
-                       help="model checkpoint (default: the shipped checkpoints/wavetyp-fsdd.pt)")
+                       help="model checkpoint; none given: the shipped checkpoints/wavetyp-fsdd.pt")
     if device:
-        p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: cpu)")
+        p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")

@@ -94,7 +94,7 @@ class CondSpec:
             parts.append(self.speaker)
         if self.mel_from:
             parts.append("mel-" + Path(self.mel_from).stem)
-        return "-".join(parts) or "uncond"
+        return "-".join(parts) or "none"
 
     def to_dict(self) -> dict:
         return {"digit": self.digit, "speaker": self.speaker, "mel_from": self.mel_from}

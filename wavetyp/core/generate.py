@@ -235,9 +235,10 @@ def render(model: WaveNet, settings: list[DecodeSettings], n_samples: int, cond:
     else:
         results = generate(model, settings, n_samples, cond.build(model, len(settings)),
                            prime=None if prime is None else prime[None], seed=seed, progress=progress)
-    out = []
-    for i, r in enumerate(results):
+    out, seen = [], {}
+    for r in results:
         wave = mu_law_decode(torch.from_numpy(r.codes)).numpy()
         tag = f"beam{beam}" if beam else r.settings.name
-        out.append(Rendered(f"{prefix}{tag}-{i}", r, wave, rms_dbfs(wave), cond))
+        seen[tag] = seen.get(tag, -1) + 1            # <setting>-<i>: i counts within a setting
+        out.append(Rendered(f"{prefix}{tag}-{seen[tag]}", r, wave, rms_dbfs(wave), cond))
     return out

@@ -57,6 +57,24 @@ def resolve_fsdd(data_dir=None, download: bool = True) -> Path:
     return download_fsdd(cands[-1])
 
 
+FSDD_PREFIX = "fsdd:"
+
+
+def resolve_audio_arg(text: str, data_dir=None) -> str:
+    """A path as given, or `fsdd:NAME` (e.g. fsdd:6_theo_0) resolved to that recording
+    wherever FSDD was found (see fsdd_candidates), so examples work on any machine."""
+    text = str(text)
+    if not text.startswith(FSDD_PREFIX):
+        return text
+    name = text[len(FSDD_PREFIX):].removesuffix(".wav")
+    if not FSDD_NAME.match(name + ".wav"):
+        raise DataError(f"{text}: expected fsdd:<digit>_<speaker>_<take>, e.g. fsdd:6_theo_0")
+    path = recordings_dir(resolve_fsdd(data_dir, download=False)) / f"{name}.wav"
+    if not path.is_file():
+        raise DataError(f"{text}: no recording {path.name} in {path.parent}")
+    return str(path)
+
+
 # ---------------------------------------------------------------- scanning
 
 def scan_fsdd(root: str | os.PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE,
