@@ -10,7 +10,14 @@ from pathlib import Path
 import torch
 
 from wavetyp.core.audio import load_codes
-from wavetyp.core.checks import HelpFormatter, add_common, check_count, check_output_dir, check_positive, run_cli
+from wavetyp.core.checks import (
+    HelpFormatter,
+    add_common,
+    check_count,
+    check_output_dir,
+    check_positive,
+    run_cli,
+)
 from wavetyp.core.conditioning import make_cond_spec
 from wavetyp.core.decoding import DecodeSettings
 from wavetyp.core.errors import UsageError

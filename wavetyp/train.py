@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from wavetyp.core.checkpoint import config_from, read_checkpoint
-from wavetyp.core.checks import check_count, check_output_dir, check_positive, run_cli
+from wavetyp.core.checks import HelpFormatter, check_count, check_output_dir, check_positive, run_cli
 from wavetyp.core.errors import UsageError
 from wavetyp.core.model import WaveNetConfig
-from wavetyp.core.runtime import keep_freed_memory, pick_device
+from wavetyp.core.runtime import distributed_env, keep_freed_memory, pick_device
 from wavetyp.data.corpus import Corpus
 from wavetyp.data.load import load_corpus
 from wavetyp.training.loop import TrainingDiverged, TrainOptions, train
@@ -22,43 +21,45 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m wavetyp.train",
         description="Train a wavetyp WaveNet. Multi-GPU: torchrun --nproc_per_node N -m wavetyp.train ...",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     d = TrainOptions()
-    p.add_argument("--out", default=None, help="run folder (default checkpoints/run-<time>)")
+    p.add_argument("--out", default=None, help="run folder; none given: checkpoints/run-<time>")
     p.add_argument("--resume", action="store_true",
                    help="continue from <out>/last.pt exactly (its schedule, data and seed)")
     p.add_argument("--init-from", default=None, metavar="CKPT",
                    help="new run starting from this checkpoint's weights and config "
                         "(fresh optimizer, schedule and log): fine-tuning or a second round")
-    p.add_argument("--dataset", default=d.dataset)
+    p.add_argument("--dataset", default=d.dataset,
+                   help="fsdd, or a torchaudio corpus (see `python -m wavetyp.data --help`)")
     p.add_argument("--data-dir", default=None, help="corpus folder (FSDD: see `wavetyp.data --help`)")
     p.add_argument("--max-steps", type=int, default=None,
-                   help=f"length of the run and its LR schedule (default {d.max_steps}; "
-                        "with --resume: the run's own)")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this long")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+                   help=f"length of the run and its LR schedule; none given: {d.max_steps}, "
+                        "or with --resume the run's own")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this many minutes")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="training crops per step")
     p.add_argument("--crop", type=int, default=d.crop, help="samples per training crop")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--warmup", type=int, default=d.warmup)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW; warmup, then cosine decay)")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="linear warmup steps")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the weights and of every batch")
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="0 disables validation")
-    p.add_argument("--eval-files", type=int, default=d.eval_files)
+    p.add_argument("--eval-files", type=int, default=d.eval_files,
+                   help="test files in the fixed validation subset")
     p.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="0: only at the end")
     p.add_argument("--log-every", type=int, default=d.log_every, help="train.jsonl row every N steps")
     p.add_argument("--no-final-eval", action="store_true", help="skip the full test-split evaluation")
-    p.add_argument("--device", default=d.device, help="auto (cuda > mps > cpu), cpu, cuda, mps")
+    p.add_argument("--device", default=d.device, help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads; none given: torch's choice")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to train.jsonl)")
     m = WaveNetConfig()
     g = p.add_argument_group("model (ignored with --resume or --init-from: the checkpoint's config is used)")
     g.add_argument("--layers", type=int, default=m.layers_per_stack, help="layers per stack")
-    g.add_argument("--stacks", type=int, default=m.n_stacks)
-    g.add_argument("--kernel-size", type=int, default=m.kernel_size)
-    g.add_argument("--residual", type=int, default=m.residual_channels)
-    g.add_argument("--gate", type=int, default=m.gate_channels)
-    g.add_argument("--skip", type=int, default=m.skip_channels)
-    g.add_argument("--head", type=int, default=m.head_channels)
+    g.add_argument("--stacks", type=int, default=m.n_stacks, help="stacks of dilated layers")
+    g.add_argument("--kernel-size", type=int, default=m.kernel_size, help="taps per dilated layer")
+    g.add_argument("--residual", type=int, default=m.residual_channels, help="residual channels")
+    g.add_argument("--gate", type=int, default=m.gate_channels, help="channels of each gate half")
+    g.add_argument("--skip", type=int, default=m.skip_channels, help="skip channels")
+    g.add_argument("--head", type=int, default=m.head_channels, help="hidden channels of the output head")
     g.add_argument("--n-mels", type=int, default=m.n_mels, help="0 disables mel conditioning")
     g.add_argument("--no-digit", action="store_true", help="no digit conditioning")
     g.add_argument("--no-speaker", action="store_true", help="no speaker conditioning")
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
 
     def body(a):
         check_args(a)
-        main_proc = int(os.environ.get("RANK", 0)) == 0
+        main_proc = distributed_env()[1] == 0
         out = a.out or f"checkpoints/run-{time.strftime('%Y%m%d-%H%M%S')}"
         if not a.resume:
             check_output_dir(out)                 # fail fast, before reading any data

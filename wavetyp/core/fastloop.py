@@ -9,12 +9,13 @@ identical results (tests/test_generate.py). `WAVETYP_JIT=0` forces plain Python.
 `GenerationCache` (generate.py) builds the `StepState`; every tensor in it is a buffer or a
 view made once, so a step allocates nothing.
 """
-import os
 import warnings
 from typing import List, NamedTuple, Tuple
 
 import torch
 from torch import Tensor
+
+from wavetyp.core.runtime import switch_on
 
 # one layer: (zpre_l, h_l, w_cur, a_gate, a_l, w_res, h_next); see GenerationCache
 Layer = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
@@ -138,7 +139,7 @@ def scripted_run_steps():
     global _SCRIPTED
     if _SCRIPTED is None:
         _SCRIPTED = run_steps
-        if os.environ.get("WAVETYP_JIT", "1") != "0":
+        if switch_on("WAVETYP_JIT"):
             try:
                 with warnings.catch_warnings():   # torch.jit is deprecated but still the
                     warnings.simplefilter("ignore")   # cheapest way to drop per-op Python

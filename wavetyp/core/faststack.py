@@ -13,10 +13,11 @@ against the plain loop.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 
 import torch
+
+from wavetyp.core.runtime import switch_on
 
 _aten = torch.ops.aten
 
@@ -28,12 +29,12 @@ FUSE_MIN_ELEMENTS = 1 << 21
 
 def enabled() -> bool:
     """Not switched off with WAVETYP_FASTSTACK=0 (then training uses the plain autograd loop)."""
-    return os.environ.get("WAVETYP_FASTSTACK", "1") != "0"
+    return switch_on("WAVETYP_FASTSTACK")
 
 
 def fuse_enabled() -> bool:
     """Not switched off with WAVETYP_FUSED_GATE=0 (then the gate runs as eager passes)."""
-    return os.environ.get("WAVETYP_FUSED_GATE", "1") != "0"
+    return switch_on("WAVETYP_FUSED_GATE")
 
 
 def applies(h: torch.Tensor) -> bool:

@@ -22,6 +22,7 @@ from wavetyp.core.conditioning import Conditioning, CondSpec
 from wavetyp.core.decoding import DecodeBatch, DecodeSettings, encode_settings, process_logits
 from wavetyp.core.fastloop import scripted_run_steps
 from wavetyp.core.model import WaveNet
+from wavetyp.core.runtime import step_threads
 from wavetyp.core.typicality import (
     DEFAULT_EPSILON,
     TypicalitySummary,
@@ -56,22 +57,6 @@ class GenerationResult:
 def _gumbel(shape, generator, device) -> torch.Tensor:
     u = torch.rand(shape, generator=generator, device=device).clamp_(1e-10, 1.0 - 1e-7)
     return -torch.log(-torch.log(u))
-
-
-class step_threads:
-    """Run the step loop with few threads: per-step matrices are tiny, and on a busy CPU
-    a second OpenMP thread costs far more in synchronisation than it gains (measured in
-    `python -m wavetyp.bench`). Large batches keep the caller's thread count."""
-
-    def __init__(self, batch: int, threads: int | None = None):
-        self.n = threads or (1 if batch < 64 else torch.get_num_threads())
-
-    def __enter__(self):
-        self.old = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.old)
 
 
 def generate(model: WaveNet, settings: list[DecodeSettings], n_samples: int,

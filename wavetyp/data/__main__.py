@@ -4,27 +4,31 @@ from __future__ import annotations
 import argparse
 import sys
 
+from wavetyp.core.checks import HelpFormatter, check_count, run_cli
 from wavetyp.data.corpus import report_skipped
 from wavetyp.data.fsdd import DEFAULT_SAMPLE_RATE
 from wavetyp.data.load import load_corpus
 
 
-def main(argv=None) -> int:
-    from wavetyp.core.checks import run_cli
-    p = argparse.ArgumentParser(prog="python -m wavetyp.data",
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m wavetyp.data", formatter_class=HelpFormatter,
                                 description="Find, load and summarize a speech corpus.")
-    p.add_argument("--summary", action="store_true", help="print a summary (the default action)")
+    p.add_argument("--summary", action="store_true", help="print a summary (also what happens without it)")
     p.add_argument("--dataset", default="fsdd",
-                   help="fsdd (default) or a torchaudio corpus: yesno, cmuarctic, ljspeech, "
+                   help="fsdd or a torchaudio corpus: yesno, cmuarctic, ljspeech, "
                         "speechcommands, librispeech, vctk_092")
     p.add_argument("--data-dir", default=None,
-                   help="corpus folder (default: $WAVETYP_DATA, ../shared/data/fsdd, "
-                        "~/.cache/wavetyp/fsdd, else download FSDD)")
-    p.add_argument("--sample-rate", type=int, default=DEFAULT_SAMPLE_RATE)
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+                   help="corpus folder; none given: $WAVETYP_DATA, ../shared/data/fsdd, "
+                        "~/.cache/wavetyp/fsdd, else download FSDD")
+    p.add_argument("--sample-rate", type=int, default=DEFAULT_SAMPLE_RATE, help="resample every file to this rate (Hz)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
 
     def body(args):
-        from wavetyp.core.checks import check_count
         check_count("--sample-rate", args.sample_rate, 1000)
         c = load_corpus(args.dataset, args.data_dir, args.sample_rate, progress=True)
         s = c.summary()

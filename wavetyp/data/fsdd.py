@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from wavetyp.core.audio import AUDIO_SUFFIXES, load_codes
 from wavetyp.core.errors import AudioError, DataError
+from wavetyp.core.runtime import env
 from wavetyp.data.corpus import Corpus, Utterance
 
 DEFAULT_SAMPLE_RATE = 8000
@@ -28,8 +29,8 @@ def fsdd_candidates(data_dir: str | os.PathLike | None = None) -> list[Path]:
     out = []
     if data_dir:
         out.append(Path(data_dir))
-    if os.environ.get("WAVETYP_DATA"):
-        out.append(Path(os.environ["WAVETYP_DATA"]))
+    if env("WAVETYP_DATA"):
+        out.append(Path(env("WAVETYP_DATA")))
     out.append(REPO_ROOT.parent / "shared" / "data" / "fsdd")
     out.append(Path.home() / ".cache" / "wavetyp" / "fsdd")
     return out

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import sys
 import time
@@ -38,7 +37,7 @@ from wavetyp.core.checkpoint import (
 from wavetyp.core.conditioning import build_conditioning, drop_conditioning
 from wavetyp.core.errors import CheckpointError, DataError, UsageError, error_line
 from wavetyp.core.model import WaveNet, WaveNetConfig
-from wavetyp.core.runtime import pick_device
+from wavetyp.core.runtime import distributed_env, pick_device
 from wavetyp.core.scoring import evaluate_nll
 from wavetyp.core.typicality import LN2
 from wavetyp.data.batches import random_batch
@@ -189,8 +188,7 @@ def restore(model, opt, ckpt: dict, path: Path) -> None:
 
 def setup_distributed(device: torch.device) -> tuple[int, int]:
     """(world, rank) from torchrun's environment; joins the process group when world > 1."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    rank = int(os.environ.get("RANK", 0))
+    world, rank, _ = distributed_env()
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return world, rank
@@ -226,7 +224,7 @@ def train(cfg: WaveNetConfig, opts: TrainOptions, corpus: Corpus | None = None,
         asked = opts.max_steps
         ckpt, cfg, opts = load_resume_state(last_path, opts)
         run_steps = (ckpt.get("train_args") or {}).get("max_steps")
-        if asked is not None and run_steps not in (None, asked) and int(os.environ.get("RANK", 0)) == 0:
+        if asked is not None and run_steps not in (None, asked) and distributed_env()[1] == 0:
             print(f"note: max_steps {asked} differs from the run's {run_steps}: the LR schedule "
                   "is stretched, so the continuation is not the run it would have been",
                   file=sys.stderr)
