@@ -224,3 +224,18 @@ def test_reorder_continues_the_chosen_streams_histories(far_chunk):
         # got[:, i] is the prediction at time 41 + i; the caller fed codes[index, 40 + i]
     want = teacher_forced_logits(model, codes[index], far_chunk=far_chunk)[:, 41:61]
     assert (got - want).abs().max().item() <= 1e-4
+
+
+def test_step_frame_interpolation_equals_the_reference():
+    """The sampler's per-step mel interpolation (fastloop._lerp_frames) against the parallel
+    pass's WaveNet.frame_weights + lerp, past the last frame too (the third copy, in the
+    training stack, is tied to the same reference in tests/test_faststack.py)."""
+    from wavetyp.core.fastloop import _lerp_frames
+    hop, F = 4, 5
+    frames = torch.randn(F, 3, 2, 6)
+    T = hop * F + 7
+    f0, f1, alpha = WaveNet.frame_weights(torch.arange(T), hop, F)
+    want = torch.lerp(frames[f0], frames[f1], alpha.view(-1, 1, 1, 1))
+    out = torch.empty(3, 2, 6)
+    for t in range(T):
+        assert torch.equal(_lerp_frames(frames, t, hop, out), want[t]), t
