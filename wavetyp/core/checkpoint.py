@@ -61,8 +61,21 @@ def _fsync_dir(folder: Path) -> None:
         pass
 
 
+def on_cpu(obj):
+    """Every tensor in a (nested) checkpoint dict moved to the CPU, so that a file saved on a
+    GPU loads anywhere with a plain torch.load."""
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(on_cpu(v) for v in obj)
+    return obj
+
+
 def save_atomic(obj: dict, path: str | os.PathLike) -> None:
-    """torch.save to a temp file in the same folder, fsync, then rename over `path`.
+    """torch.save (tensors moved to the CPU) to a temp file in the same folder, fsync, then
+    rename over `path`.
 
     A crash at any moment leaves either the old file or the new one, never a torn one;
     a failed save (an exception) also removes its temp file.
@@ -73,7 +86,7 @@ def save_atomic(obj: dict, path: str | os.PathLike) -> None:
     tmp = _temp_name(path, os.getpid())
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            torch.save(on_cpu(obj), f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

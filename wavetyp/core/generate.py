@@ -92,7 +92,7 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
         prime = prime.to(dev).long().expand(B, -1)
     cache = GenerationCache(model, B, cond)
     codes = torch.empty(n_samples, B, dtype=torch.long, device=dev)
-    logs = {k: torch.empty(n_samples, B) for k in ("nll", "ent", "var", "snll")}
+    logs = {k: torch.empty(n_samples, B) for k in ("nll", "ent", "var", "snll")}   # host
     lg = torch.empty(chunk, B, N_CODES, device=dev)
     score = torch.empty(B, N_CODES, device=dev)
     x = torch.full((B,), SILENCE_CODE, dtype=torch.long, device=dev)
@@ -141,9 +141,11 @@ def teacher_forced_logits(model: WaveNet, codes: torch.Tensor, cond: Conditionin
                           far_chunk: int | None = None) -> torch.Tensor:
     """Run the cache over known codes (B, T) -> (B, T, 256) logits (for exactness checks)."""
     B, T = codes.shape
+    dev = next(model.parameters()).device
+    codes = codes.to(dev)
     cache = GenerationCache(model, B, cond, far_chunk)
-    out = torch.empty(T, B, N_CODES)
-    x = torch.full((B,), SILENCE_CODE, dtype=torch.long)
+    out = torch.empty(T, B, N_CODES, device=dev)
+    x = torch.full((B,), SILENCE_CODE, dtype=torch.long, device=dev)
     for t in range(T):
         cache.step(x, out=out[t])
         x = codes[:, t]
@@ -164,13 +166,14 @@ def _beam_search(model, width, n_samples, cond, progress):
     cond = cond or Conditioning()
     rep = Conditioning(*(None if v is None else v.expand(width, *v.shape[1:]).contiguous()
                          for v in (cond.digit, cond.speaker, cond.mel, cond.mel_present)))
+    dev = next(model.parameters()).device
     cache = GenerationCache(model, width, rep)
-    scores = torch.full((width,), float("-inf"))
+    scores = torch.full((width,), float("-inf"), device=dev)
     scores[0] = 0.0                                   # all beams start identical: use beam 0
-    parents = torch.empty(n_samples, width, dtype=torch.long)
-    tokens = torch.empty(n_samples, width, dtype=torch.long)
-    stats = torch.empty(3, n_samples, width)
-    x = torch.full((width,), SILENCE_CODE, dtype=torch.long)
+    parents = torch.empty(n_samples, width, dtype=torch.long, device=dev)
+    tokens = torch.empty(n_samples, width, dtype=torch.long, device=dev)
+    stats = torch.empty(3, n_samples, width, device=dev)
+    x = torch.full((width,), SILENCE_CODE, dtype=torch.long, device=dev)
     for t in tqdm(range(n_samples), disable=not progress, desc=f"beam search W={width}", unit="smp"):
         logits = cache.step(x)
         logp = torch.log_softmax(logits.float(), -1)
@@ -180,10 +183,11 @@ def _beam_search(model, width, n_samples, cond, progress):
         parents[t], tokens[t], stats[:, t] = parent, tok, torch.stack([nll, ent, var])
         cache.reorder(parent)
         scores, x = top, tok
-    # backtrack the best final beam
+    # backtrack the best final beam, on the host (one copy, not one sync per step)
+    parents, tokens, stats = parents.cpu(), tokens.cpu(), stats.cpu()
     b = int(scores.argmax())
-    path = torch.empty(n_samples, dtype=torch.long)
-    st = torch.empty(3, n_samples)
+    path = torch.empty(n_samples, dtype=torch.long)   # host
+    st = torch.empty(3, n_samples)                    # host
     for t in range(n_samples - 1, -1, -1):
         path[t], st[:, t] = tokens[t, b], stats[:, t, b]
         b = int(parents[t, b])

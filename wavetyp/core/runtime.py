@@ -71,7 +71,8 @@ def keep_freed_memory() -> bool:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """auto = cuda, then mps, then cpu."""
+    """auto = cuda, then mps, then cpu. A CUDA device without an index is this process's GPU
+    under torchrun (cuda:LOCAL_RANK), so `--device cuda` puts every rank on its own GPU."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", distributed_env()[2])
@@ -84,6 +85,8 @@ def pick_device(name: str = "auto") -> torch.device:
         raise UsageError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N, mps)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda requested but CUDA is not available")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", distributed_env()[2])
     return dev
 
 
