@@ -26,20 +26,22 @@ from wavetyp.data.fsdd import resolve_audio_arg
 from wavetyp.report.samples import format_table, write_run
 
 REFERENCE = DecodeSettings(1.0)       # the contrast rendered beside other settings
+FILTERS = ("top_k", "top_p", "typical_p", "min_p", "epsilon_cutoff", "eta_cutoff", "mirostat_tau",
+           "mirostat_gap", "mirostat_eta")
 
 
 def settings_from_args(a) -> list[DecodeSettings]:
     """The asked-for settings; DecodeSettings validates them, errors name the flag."""
     temps = [0.0] if a.greedy else (a.temperature or [1.0])
-    flags = {"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
-             "typical_p": "--typical-p"}
+    filters = {k: getattr(a, k) for k in FILTERS}
     out = []
     for t in temps:
         try:
-            out.append(DecodeSettings(t, a.top_k, a.top_p, a.typical_p))
+            out.append(DecodeSettings(t, **filters))
         except ValueError as e:
             name = str(e).split()[0]
-            raise UsageError(f"{flags.get(name, name)}{str(e)[len(name):]}") from None
+            flag = "--" + name.replace("_", "-") if name in FILTERS or name == "temperature" else name
+            raise UsageError(f"{flag}{str(e)[len(name):]}") from None
     return out
 
 
@@ -67,6 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=None, help="keep the k most likely codes")
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1]")
     p.add_argument("--typical-p", type=float, default=None, help="locally typical sampling mass in (0, 1]")
+    p.add_argument("--min-p", type=float, default=None, help="keep codes with p >= min_p * max p (Nguyen et al. 2024)")
+    p.add_argument("--epsilon-cutoff", type=float, default=None,
+                   help="keep codes with p >= epsilon (Hewitt et al. 2022)")
+    p.add_argument("--eta-cutoff", type=float, default=None,
+                   help="keep codes with p >= min(eta, sqrt(eta) exp(-entropy)) (Hewitt et al. 2022)")
+    p.add_argument("--mirostat-tau", type=float, default=None,
+                   help="mirostat 2 (Basu et al. 2021): target surprise in bits per sample")
+    p.add_argument("--mirostat-gap", type=float, default=None,
+                   help="mirostat aimed at the model's own entropy: target = entropy + this gap "
+                        "(bits; 0 = the middle of the typical set)")
+    p.add_argument("--mirostat-eta", type=float, default=0.1, help="mirostat's learning rate")
     p.add_argument("--beam", type=int, default=None, help="beam search with this width (one output)")
     p.add_argument("--seconds", type=float, default=None,
                    help="length; none given: 2 s, or the recording's length with --mel-from")

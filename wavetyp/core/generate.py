@@ -19,7 +19,8 @@ from tqdm import tqdm
 from wavetyp.core.audio import N_CODES, SILENCE_CODE, mu_law_decode, rms_dbfs
 from wavetyp.core.cache import GenerationCache
 from wavetyp.core.conditioning import Conditioning, CondSpec
-from wavetyp.core.decoding import DecodeBatch, DecodeSettings, encode_settings, process_logits
+from wavetyp.core.decoding import (DecodeBatch, DecodeSettings, MirostatState, encode_settings,
+                                   process_logits)
 from wavetyp.core.fastloop import scripted_run_steps
 from wavetyp.core.model import WaveNet
 from wavetyp.core.runtime import step_threads
@@ -102,6 +103,8 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
     prime_rows = (prime.t().contiguous() if prime is not None
                   else torch.zeros(0, B, dtype=torch.long, device=dev))
     run_steps = scripted_run_steps()
+    miro = MirostatState(dec) if dec.any_mirostat else None
+    mu_rows = torch.full((chunk, B), float("inf"), device=dev) if miro else None   # mu per step
     for c0 in range(0, n_samples, chunk):
         c1 = min(n_samples, c0 + chunk)
         noise = _gumbel((c1 - c0, B, N_CODES), gen, dev) * dec.noise
@@ -117,12 +120,19 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
                 x = code_rows[t - c0]
                 if t < P:
                     x.copy_(prime_rows[t])
-                else:
-                    torch.argmax(process_logits(out, dec) + noise_rows[t - c0], dim=-1, out=x)
+                    continue
+                mu = None
+                if miro:
+                    mu = mu_rows[t - c0]
+                    mu.copy_(miro.current(out))
+                torch.argmax(process_logits(out, dec, mu) + noise_rows[t - c0], dim=-1, out=x)
+                if miro:
+                    miro.update(out, x)
         # vectorized bookkeeping for the chunk: stats of the untempered distribution
         chunk_logits, chunk_codes = lg[: c1 - c0], codes[c0:c1]
         nll, ent, var = step_stats(chunk_logits, chunk_codes)
-        snll = chosen_nll_bits(process_logits(chunk_logits.reshape(-1, N_CODES), dec.repeat(c1 - c0)),
+        mu = mu_rows[: c1 - c0].reshape(-1) if miro else None
+        snll = chosen_nll_bits(process_logits(chunk_logits.reshape(-1, N_CODES), dec.repeat(c1 - c0), mu),
                                chunk_codes.reshape(-1)).view(c1 - c0, B)
         for key, val in (("nll", nll), ("ent", ent), ("var", var), ("snll", snll)):
             logs[key][c0:c1] = val.cpu()

@@ -79,12 +79,12 @@ def write_run(run_dir: Path, run: str, rendered: list[Rendered], sample_rate: in
 
 def format_table(rows: list[dict], epsilon: float | None = None) -> str:
     """The printed table: the numbers, then one reading per render, then what they mean."""
-    head = (f"{'render':<18} {'cond':<14} {'sec':>5} {'RMS dBFS':>9} "
+    head = (f"{'render':<24} {'cond':<14} {'sec':>5} {'RMS dBFS':>9} "
             f"{'NLL':>6} {'H':>6} {'gap':>7} {'z':>8}  reading")
     lines = [head, "-" * len(head)]
     for r in rows:
         s = r["summary"]
-        lines.append(f"{r['name']:<18} {r['conditioning']:<14} "
+        lines.append(f"{r['name']:<24} {r['conditioning']:<14} "
                      f"{r['seconds']:>5.2f} {r['rms_dbfs']:>9.1f} {s['mean_nll_bits']:>6.3f} "
                      f"{s['mean_entropy_bits']:>6.3f} {s['gap_bits']:>+7.3f} {s['z']:>+8.1f}  "
                      f"{r.get('reading') or row_reading(r)}")
