@@ -26,6 +26,7 @@ from wavetyp.core.audio import mu_law_encode
 from wavetyp.core.checkpoint import read_checkpoint
 from wavetyp.data.corpus import Corpus, Utterance
 from wavetyp.training import loop as train_loop
+from wavetyp.training import state as train_state
 from wavetyp.training.log import read_log
 from wavetyp.training.loop import TrainingDiverged, TrainOptions, train
 
@@ -169,9 +170,9 @@ def test_resume_keeps_the_run_schedule_unless_max_steps_is_given(tmp_path):
     """--resume without --max-steps keeps the run's max_steps (so the cosine schedule)."""
     saved = dataclasses.asdict(fast_options(tmp_path, max_steps=8, lr=1e-3, seed=5, stop_at=3))
     caller = fast_options(tmp_path, max_steps=None, lr=9.0, seed=0, device="cpu", threads=2)
-    got = train_loop.resume_options(caller, saved)
+    got = train_state.resume_options(caller, saved)
     assert (got.max_steps, got.lr, got.seed, got.stop_at, got.threads) == (8, 1e-3, 5, None, 2)
-    assert train_loop.resume_options(dataclasses.replace(caller, max_steps=20), saved).max_steps == 20
+    assert train_state.resume_options(dataclasses.replace(caller, max_steps=20), saved).max_steps == 20
 
 
 # ------------------------------------------------------------ NaN / Inf

@@ -21,6 +21,12 @@ def read_log(log_path: Path) -> list[dict]:
     return rows
 
 
+def append_log(log_path: Path, row: dict) -> None:
+    """One row at the end of train.jsonl (a kill mid-write leaves a torn line read_log skips)."""
+    with open(log_path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def trim_log(log_path: Path, step: int) -> None:
     """Keep only the rows up to `step` (the checkpoint resumed from), atomically."""
     keep = [r for r in read_log(log_path) if r.get("step", 0) <= step]
