@@ -130,3 +130,11 @@ def test_every_cli_help_shows_each_default_once_and_explains_every_flag(name, ca
     assert "(default: None)" not in flat and "(default: False)" not in flat
     device = [a for a in parser._actions if "--device" in a.option_strings]
     assert all(a.default == "auto" for a in device)
+
+
+def test_no_module_sets_a_matplotlib_backend_or_uses_pyplot():
+    """Figures are drawn with matplotlib's object API (Figure + savefig), which needs no backend:
+    importing the package never changes the caller's matplotlib state."""
+    bad = [m for m, p in modules().items()
+           if "matplotlib.use(" in p.read_text() or "matplotlib.pyplot" in p.read_text()]
+    assert not bad, bad

@@ -37,12 +37,11 @@ def trim_log(log_path: Path, step: int) -> None:
 
 def plot_log(log_path: Path, png_path: Path) -> None:
     """Loss curve (train, smoothed; validation per conditioning level) as a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure     # the object API: no backend, no global state
     rows = read_log(log_path)
     tr = [(r["step"], r["loss_bits"]) for r in rows if r.get("kind") == "train"]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
     if tr:
         s, v = zip(*tr)
         ax.plot(s, v, color="0.75", lw=0.8, label="train (per log interval)")
@@ -61,6 +60,5 @@ def plot_log(log_path: Path, png_path: Path) -> None:
     fig.tight_layout()
     tmp = png_path.with_name(png_path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     os.replace(tmp, png_path)
 
