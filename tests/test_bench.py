@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -88,6 +89,91 @@ def test_reference_samplers_follow_the_model():
     with torch.no_grad():
         par = model(one_hot(window[:, :-1]))[:, :, SMALL.receptive_field - 1:]
     assert torch.equal(par.argmax(1), naive)
+
+
+def test_reference_samples_every_stream_in_one_call_per_step(monkeypatch):
+    """Batched sampling: one multinomial over all streams per step, one code per stream per
+    step; the weights are linearized per call, so a changed model is sampled as changed."""
+    torch.manual_seed(4)
+    model = ReferenceWaveNet(SMALL).eval()
+    calls = []
+    real = torch.multinomial
+
+    def counting(probs, *a, **k):
+        calls.append(tuple(probs.shape))
+        return real(probs, *a, **k)
+
+    monkeypatch.setattr(torch, "multinomial", counting)
+    codes = model.generate(4, 30, seed=1)
+    assert codes.shape == (4, 30) and calls == [(4, 256)] * 30
+    state = model.init_state(4)
+    assert [tuple(st.buffer.shape) for st in state.layers] == [
+        (4, (SMALL.kernel_size - 1) * d + 1, SMALL.residual_channels) for d in SMALL.dilations]
+    assert all(st.gate_weight.shape == (2 * SMALL.gate_channels,
+                                        SMALL.kernel_size * SMALL.residual_channels)
+               for st in state.layers)
+    with torch.no_grad():                     # change the model between calls
+        model.end_conv_2.weight.normal_().mul_(100)
+        model.end_conv_2.bias.zero_()
+    greedy = model.generate(2, 40, temperature=1e-4)
+    seq = torch.cat([torch.full((2, 1), SILENCE), greedy], 1)
+    with torch.no_grad():
+        assert torch.equal(model(one_hot(seq[:, :-1])).argmax(1), greedy)
+
+
+class _StubOriginal:
+    """Stands in for wavenet_vocoder.WaveNet's interface (constructor, make_generation_fast_,
+    incremental_forward); records what the bench asks of it."""
+    made = []
+
+    def __init__(self, out_channels=256, layers=20, stacks=2, residual_channels=512,
+                 gate_channels=512, skip_out_channels=512, kernel_size=3, cin_channels=-1,
+                 gin_channels=-1, scalar_input=False, use_speaker_embedding=True,
+                 weight_normalization=True):
+        self.kwargs = dict(locals())
+        del self.kwargs["self"]
+        self.fast, self.steps = False, 0
+        _StubOriginal.made.append(self)
+
+    def make_generation_fast_(self):
+        self.fast = True
+
+    def eval(self):
+        return self
+
+    def to(self, device):
+        return self
+
+    def incremental_forward(self, T=100, softmax=True, quantize=True):
+        self.steps += T
+        return torch.zeros(1, 256, T)
+
+
+def test_optional_cross_check_with_wavenet_vocoder(monkeypatch):
+    """Not installed: no cross-check. Installed (a stub here): built on the reference's
+    model, timed at one stream, reported beside the reference."""
+    monkeypatch.setitem(sys.modules, "wavenet_vocoder", None)      # import fails
+    subj = bench.ReferenceSubject(bench.QUICK_REFERENCE_CONFIG, "cpu")
+    assert subj.original() is None
+    monkeypatch.setitem(sys.modules, "wavenet_vocoder",
+                        types.SimpleNamespace(WaveNet=_StubOriginal, __version__="stub"))
+    _StubOriginal.made.clear()
+    res = bench.measure_section(subj, bench.Plan.quick(), "cpu", "reference")
+    (stub,) = _StubOriginal.made
+    rc = bench.QUICK_REFERENCE_CONFIG
+    assert stub.kwargs == dict(out_channels=256, layers=rc.layers_per_stack * rc.n_stacks,
+                               stacks=rc.n_stacks, residual_channels=rc.residual_channels,
+                               gate_channels=2 * rc.gate_channels,
+                               skip_out_channels=rc.skip_channels, kernel_size=rc.kernel_size,
+                               cin_channels=-1, gin_channels=-1, scalar_input=False,
+                               use_speaker_embedding=False, weight_normalization=False)
+    assert stub.fast and stub.steps > 0
+    assert res["original_version"] == "stub" and res["original_b1_samples_per_s"] > 0
+    assert res["reference_over_original_b1"] > 0
+    report = {"machine": bench.machine_info("cpu"), "reference": res, "ratios": {}}
+    text = bench.format_report(report)
+    assert "wavenet_vocoder B=1 (cross-check)" in text
+    assert "cross-check: the installed wavenet_vocoder stub" in text
 
 
 def test_reference_train_step_learns_something():

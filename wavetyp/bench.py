@@ -12,6 +12,11 @@ section's allocations cannot slow the next):
   shipped                   wavetyp on the shipped checkpoint's config, plus the wall time
                             of `python -m wavetyp.sample --temperature 0.7` end to end.
 
+The reference section also times, at one stream and when the package `wavenet_vocoder`
+(r9y9's original, e.g. `pip install wavenet-vocoder`) can be imported, that package's own
+`incremental_forward` on the same model as a cross-check of the reference (an optional
+extra: nothing needs it installed).
+
 For each: exactness first (incremental logits == parallel logits within 1e-4, else the run
 stops), then incremental and naive (full forward over the receptive field per sample)
 generation at B = 1 and B = 16, then a training step (batch 8 x 8000). Every timing is the
@@ -35,6 +40,7 @@ printing the top ops and the share of the training step spent in matrix products
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -44,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -243,7 +250,8 @@ def measure_train(step, batch: int, length: int, warmup: int, repeats: int, devi
 # ================================================================ the two implementations
 
 class ReferenceSubject:
-    """The reference-style WaveNet: queues + nn.Conv1d per step, multinomial sampling."""
+    """The reference-style WaveNet: input buffers + linearized weights per step, one
+    multinomial call per step for the whole batch."""
     gen_threads_own_policy = False
 
     def __init__(self, cfg: ReferenceConfig, device):
@@ -267,12 +275,63 @@ class ReferenceSubject:
     def naive(self, batch: int, n: int):
         self.model.generate_naive(batch, n, TEMPERATURE)
 
+    def original(self) -> "OriginalSubject | None":
+        """The installed wavenet_vocoder package on this model, or None (not installed)."""
+        return OriginalSubject.build(self.model.cfg, self.device)
+
     def train_step(self, batch: int, length: int):
         torch.manual_seed(0)
         model = ReferenceWaveNet(self.model.cfg).to(self.device).train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         codes = torch.randint(0, N_CODES, (batch, length), device=self.device)
         return lambda: reference_train_step(model, opt, codes)
+
+
+class OriginalSubject:
+    """r9y9's wavenet_vocoder package, when importable: its WaveNet on the reference model
+    (random weights, weight norm removed as its synthesis does), sampled one stream at a
+    time with its own incremental_forward. A cross-check of the reference; optional."""
+
+    def __init__(self, module, model, device):
+        self.version = getattr(module, "__version__", "?")
+        self.model, self.device = model, device
+
+    @classmethod
+    def build(cls, rc: ReferenceConfig, device) -> "OriginalSubject | None":
+        try:
+            import wavenet_vocoder
+            ctor = wavenet_vocoder.WaveNet
+        except Exception:                      # not installed, or it does not import here
+            return None
+        if rc.end_channels != rc.skip_channels:    # its head's hidden width is the skip width
+            return None
+        kwargs = dict(out_channels=rc.n_classes, layers=rc.layers_per_stack * rc.n_stacks,
+                      stacks=rc.n_stacks, kernel_size=rc.kernel_size,
+                      residual_channels=rc.residual_channels, gate_channels=2 * rc.gate_channels,
+                      skip_out_channels=rc.skip_channels, cin_channels=-1, gin_channels=-1,
+                      scalar_input=False, use_speaker_embedding=False)
+        params = inspect.signature(ctor).parameters
+        for name in ("weight_normalization", "legacy"):       # 0.1.x only
+            if name in params:
+                kwargs[name] = False
+        torch.manual_seed(0)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")    # its weight-norm and hook deprecations
+                model = ctor(**kwargs)
+                if hasattr(model, "make_generation_fast_"):
+                    model.make_generation_fast_()
+        except Exception as e:                 # an interface this code does not know
+            log(f"cross-check skipped: wavenet_vocoder.WaveNet could not be built ({e})")
+            return None
+        return cls(wavenet_vocoder, model.eval().to(device), device)
+
+    @torch.no_grad()
+    def incremental(self, batch: int, n: int):
+        assert batch == 1, "the cross-check samples one stream"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.model.incremental_forward(T=n, softmax=True, quantize=True)
 
 
 class WavetypSubject:
@@ -398,6 +457,15 @@ def measure_section(subject, plan: Plan, device, label: str) -> dict:
         res[f"rtf_incremental_{b}"] = inc["samples_per_s"] / subject.sample_rate
         res[f"detail_incremental_{b}"] = inc
         res[f"detail_naive_{b}"] = nai
+    original = subject.original() if hasattr(subject, "original") else None
+    if original is not None:
+        log(f"{label}: cross-check, wavenet_vocoder {original.version} incremental_forward, B=1")
+        org = measure_generation(original.incremental, 1, plan.inc_warmup_steps, plan.inc_target_s,
+                                 plan.inc_min_steps, 100_000, plan.repeats, device, [1, all_threads])
+        res["original_version"] = original.version
+        res["original_b1_samples_per_s"] = org["samples_per_s"]
+        res["reference_over_original_b1"] = res["incremental_b1_samples_per_s"] / org["samples_per_s"]
+        res["detail_original_b1"] = org
     res["peak_rss_generation_mb"] = peak_rss_mb()
     log(f"{label}: training step, batch {plan.train_batch} x {plan.train_len}")
     tr = measure_train(subject.train_step(plan.train_batch, plan.train_len), plan.train_batch,
@@ -546,6 +614,7 @@ ROWS = [  # (label, key, format)
     ("incremental B=16 (total samples/s)", "incremental_b16_samples_per_s", "{:,.0f}"),
     ("  ms per step", "incremental_b16_ms_per_step", "{:.3f}"),
     ("  RTF (audio s per wall s)", "rtf_incremental_b16", "{:.2f}"),
+    ("wavenet_vocoder B=1 (cross-check)", "original_b1_samples_per_s", "{:,.0f}"),
     ("naive B=1 (samples/s, short run)", "naive_b1_samples_per_s", "{:,.1f}"),
     ("  ms per step", "naive_b1_ms_per_step", "{:.1f}"),
     ("naive B=16 (total, short run)", "naive_b16_samples_per_s", "{:,.1f}"),
@@ -607,6 +676,13 @@ def format_report(report: dict) -> str:
             v = r[key]
             lines.append(f"  {name:<30} {v['ratio']:7.2f}x  (target >= {v['target']:g}x)  "
                          f"{'PASS' if v['pass'] else 'MISS'}")
+    ref = report.get("reference") or {}
+    if ref.get("original_b1_samples_per_s"):
+        lines.append(f"cross-check: the installed wavenet_vocoder {ref['original_version']} "
+                     f"(r9y9's original), one stream, its own incremental_forward: "
+                     f"{ref['original_b1_samples_per_s']:,.0f} samples/s "
+                     f"({ref['detail_original_b1']['threads']} thread(s)); the reference runs at "
+                     f"{ref['reference_over_original_b1']:.2f}x of it in this run")
     if "shipped_incremental_b1" in r:
         lines.append("shipped model vs the reference (different models; for information): "
                      + ", ".join(f"{k.removeprefix('shipped_')} {r[k]['ratio']:.1f}x"

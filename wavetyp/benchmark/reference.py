@@ -6,20 +6,35 @@ Same model as the issue describes: 256-class one-hot mu-law input, a causal inpu
 (separate tanh "filter" and sigmoid "gate" convolutions), skip 64, a ReLU-1x1-ReLU-1x1 head,
 no conditioning: 565,632 parameters, receptive field 1021 samples.
 
-Written in that style on purpose (channels-first nn.Conv1d everywhere, one module call per
-convolution), but plainly and without deliberate slowdowns:
+Its parallel pass and training step are written in that style (channels-first nn.Conv1d
+everywhere, one module call per convolution). Its sampler does, per step, the work that the
+public r9y9/wavenet_vocoder (master) does in its `incremental_forward`, so that the reference
+column is not slower than the implementation it stands for:
 
   * `forward` is the parallel pass: (B, 256, T) one-hot -> (B, 256, T) logits, where
     logits[..., t] predict the code at t + 1 from the inputs up to t;
-  * `step` is the cached ("fast") incremental pass those projects use: every layer keeps a
-    queue of its last (kernel-1)*dilation + 1 inputs, updated each step with torch.cat of the
-    shifted queue and the new input; the layer's dilated convolutions then run on the queue
-    (one output position). Work per step is O(layers), but each layer costs a handful of
-    small torch calls;
-  * `generate` samples with softmax + torch.multinomial per step and one-hot re-encodes the
-    sampled value as the next input; `generate_naive` recomputes a full forward pass over the
-    last receptive-field window for every sample;
+  * `step` is the cached ("fast") incremental pass. As in r9y9/wavenet_vocoder, each dilated
+    convolution keeps an input buffer (batch, time, channels) of the last (k-1)*d + 1 inputs,
+    shifted in place by one slot per step; its k dilated taps are flattened and multiplied
+    by the convolution's weight reshaped once to (out, k * in) ("linearized"); the filter and
+    gate halves come out of that one product and are split; every 1x1 convolution (input,
+    skip, residual, head) is one matrix product on the (batch, channels) activations.
+    Weights are linearized once per `generate` call (r9y9/wavenet_vocoder caches them until
+    the next backward), so training between calls cannot leave them stale;
+  * `generate` samples every stream in one call per step (softmax over the batch's logits,
+    one torch.multinomial for all streams; r9y9/wavenet_vocoder draws from a
+    OneHotCategorical over the batch, which calls the same kernel) and feeds the samples back
+    one-hot; `generate_naive` recomputes a full forward pass over the last receptive-field
+    window for every sample;
   * `train_step` is forward + cross-entropy + backward + Adam.
+
+Differences from r9y9/wavenet_vocoder that remain are in the model, not the sampler: no
+weight normalisation (its synthesis removes it before sampling anyway), no sqrt(0.5) and
+sqrt(1/layers) scalings of the residual and skip sums, no dropout call, filter and gate as
+two 64-channel convolutions in the parallel pass (it uses one 128-channel convolution), and a
+temperature divide before the softmax. The sampler's seeded generator replaces the global
+one, and the generated codes are written into one preallocated tensor instead of a list of
+one-hot steps stacked at the end.
 
 The input convolution has kernel size 1 (a causal convolution trivially), which is what makes
 the parameter count and the receptive field come out as stated (a kernel-2 input convolution
@@ -57,6 +72,29 @@ class ReferenceConfig:
     def receptive_field(self) -> int:
         """Input samples that one output sees: the current one plus (k-1)*d per layer."""
         return 1 + sum((self.kernel_size - 1) * d for d in self.dilations)
+
+
+@dataclass
+class _LayerState:
+    """One residual layer's incremental state: its input buffer and linearized weights."""
+    dilation: int
+    buffer: torch.Tensor           # (B, (k-1)*d + 1, R): the inputs its dilated taps reach
+    gate_weight: torch.Tensor      # (2G, k*R): filter rows, then gate rows
+    gate_bias: torch.Tensor
+    res_weight: torch.Tensor       # (R, G)
+    res_bias: torch.Tensor
+    skip_weight: torch.Tensor      # (S, G)
+    skip_bias: torch.Tensor
+    half: int                      # G
+
+
+@dataclass
+class IncrementalState:
+    """Everything `ReferenceWaveNet.step` needs, built once per generation call."""
+    layers: list[_LayerState]
+    start: tuple[torch.Tensor, torch.Tensor]     # (R, 256) weight, bias
+    end_1: tuple[torch.Tensor, torch.Tensor]
+    end_2: tuple[torch.Tensor, torch.Tensor]
 
 
 class ReferenceWaveNet(nn.Module):
@@ -113,55 +151,80 @@ class ReferenceWaveNet(nn.Module):
         return self._head(skip)
 
     # ------------------------------------------------------------ cached incremental pass
-    def init_queues(self, batch: int) -> list[torch.Tensor]:
-        """Per-layer input queues, zero-filled (the same zeros the parallel pass pads with)."""
-        p = self.start_conv.weight
-        return [torch.zeros(batch, self.cfg.residual_channels, (self.cfg.kernel_size - 1) * d + 1,
-                            device=p.device, dtype=p.dtype) for d in self.dilations]
+    def init_state(self, batch: int) -> IncrementalState:
+        """Zeroed input buffers (the zeros the parallel pass pads with) and linearized weights."""
+        cfg, p = self.cfg, self.start_conv.weight
+        k, R, G = cfg.kernel_size, cfg.residual_channels, cfg.gate_channels
 
-    def step(self, x: torch.Tensor, queues: list[torch.Tensor]) -> torch.Tensor:
-        """(B, 256, 1) one-hot of the latest code -> (B, 256) logits of the next one.
+        def lin(conv: nn.Conv1d) -> torch.Tensor:
+            # (out, in, k) -> (out, k * in), matching a (B, k, in) tap block flattened per row
+            return conv.weight.detach().transpose(1, 2).reshape(conv.out_channels, -1)
 
-        Each layer's queue is shifted by one (dropping the oldest input) and the new input
-        appended; the layer's kernel then runs over the k taps it sees (queue[..., ::d]),
-        giving exactly one output position.
-        """
-        x = self.start_conv(x)
-        skip = 0
+        layers = []
         for l, d in enumerate(self.dilations):
-            queues[l] = torch.cat([queues[l][:, :, 1:], x], dim=2)
-            # The taps are sliced out first rather than running the dilated convolution over
-            # the whole queue: for batch 1, torch routes a dilated Conv1d to the generic
-            # aten::slow_conv_dilated2d kernel, about 5x slower per step. Same result.
-            x, s = self._block(l, queues[l][:, :, ::d], x, 1)
-            skip = s + skip
-        return self._head(skip).squeeze(2)
+            fc, gc = self.filter_convs[l], self.gate_convs[l]
+            layers.append(_LayerState(
+                dilation=d,
+                buffer=torch.zeros(batch, (k - 1) * d + 1, R, device=p.device, dtype=p.dtype),
+                gate_weight=torch.cat([lin(fc), lin(gc)]),              # (2G, k * R)
+                gate_bias=torch.cat([fc.bias, gc.bias]).detach(),
+                res_weight=lin(self.residual_convs[l]), res_bias=self.residual_convs[l].bias.detach(),
+                skip_weight=lin(self.skip_convs[l]), skip_bias=self.skip_convs[l].bias.detach(),
+                half=G))
+        head = [(lin(c), c.bias.detach()) for c in (self.start_conv, self.end_conv_1, self.end_conv_2)]
+        return IncrementalState(layers, *head)
+
+    @staticmethod
+    def step(x: torch.Tensor, state: IncrementalState) -> torch.Tensor:
+        """(B, 256) one-hot of the latest code -> (B, 256) logits of the next one.
+
+        Per layer: shift the layer's input buffer by one in place, write the new input into
+        its last slot, take the k dilated taps, and run the filter and gate halves as one
+        matrix product on the flattened taps; the 1x1 convolutions are matrix products too.
+        """
+        x = F.linear(x, *state.start)
+        skip = 0
+        for st in state.layers:
+            buf = st.buffer
+            buf[:, :-1] = buf[:, 1:].clone()
+            buf[:, -1] = x
+            taps = buf[:, ::st.dilation].reshape(buf.shape[0], -1)          # (B, k * R)
+            f, g = F.linear(taps, st.gate_weight, st.gate_bias).split(st.half, dim=1)
+            z = torch.tanh(f) * torch.sigmoid(g)
+            skip = F.linear(z, st.skip_weight, st.skip_bias) + skip
+            x = F.linear(z, st.res_weight, st.res_bias) + x
+        h = F.linear(F.relu(skip), *state.end_1)
+        return F.linear(F.relu(h), *state.end_2)
 
     @torch.no_grad()
     def teacher_forced_logits(self, codes: torch.Tensor) -> torch.Tensor:
         """Run `step` over known codes (B, T) -> (B, 256, T), comparable with `forward`."""
         B, T = codes.shape
-        queues = self.init_queues(B)
-        out = [self.step(F.one_hot(codes[:, t:t + 1], self.cfg.n_classes).float().transpose(1, 2),
-                         queues) for t in range(T)]
+        state = self.init_state(B)
+        out = [self.step(F.one_hot(codes[:, t], self.cfg.n_classes).to(state.start[0].dtype),
+                         state) for t in range(T)]
         return torch.stack(out, dim=2)
 
     # ------------------------------------------------------------ sampling
     @torch.no_grad()
     def generate(self, batch: int, n_samples: int, temperature: float = 1.0,
                  seed: int = 0) -> torch.Tensor:
-        """Ancestral sampling with the queues: (batch, n_samples) codes."""
+        """Ancestral sampling with the input buffers: (batch, n_samples) codes.
+
+        Every step samples all streams in one call (softmax over the batch's logits, one
+        torch.multinomial for the whole batch) and feeds the samples back one-hot."""
         dev = self.start_conv.weight.device
         gen = torch.Generator(device=dev).manual_seed(seed)
-        queues = self.init_queues(batch)
+        state = self.init_state(batch)
         x = torch.full((batch,), SILENCE, dtype=torch.long, device=dev)
+        inp = F.one_hot(x, self.cfg.n_classes).to(state.start[0].dtype)       # (B, 256)
         out = torch.empty(batch, n_samples, dtype=torch.long, device=dev)
         for t in range(n_samples):
-            inp = F.one_hot(x, self.cfg.n_classes).float().unsqueeze(2)     # (B, 256, 1)
-            logits = self.step(inp, queues)
+            logits = self.step(inp, state)
             probs = F.softmax(logits / temperature, dim=1)
-            x = torch.multinomial(probs, 1, generator=gen).squeeze(1)
-            out[:, t] = x
+            x = torch.multinomial(probs, 1, generator=gen)                    # (B, 1)
+            out[:, t] = x.squeeze(1)
+            inp = torch.zeros_like(probs).scatter_(1, x, 1.0)
         return out
 
     @torch.no_grad()
