@@ -19,7 +19,10 @@ import soundfile as sf
 from conftest import save_tiny_checkpoint
 
 from wavetyp import demo
-from wavetyp.report import demo_page as report
+from wavetyp.analysis import measures, sweep
+from wavetyp.data.corpus import Corpus
+from wavetyp.report import demo_page, demo_reading
+from wavetyp.report import demo_run as demo_run_mod
 
 SR = 8000
 CHROMIUM = "/usr/bin/chromium"
@@ -98,21 +101,21 @@ def test_quick_demo_writes_one_complete_row_per_render(demo_run):
     m, out = demo_run["metrics"], demo_run["out"]
     rows, conds = m["rows"], m["conditions"]
     assert {c["level"] for c in conds} == {"uncond", "label", "speaker", "vocoder"}
-    n_settings = len(demo.SETTINGS)
+    n_settings = len(sweep.SETTINGS)
     assert len(rows) == sum(n_settings + (1 if c["beam_samples"] else 0) for c in conds)
     assert sum(1 for c in conds if c["beam_samples"]) >= 1
     names = [r["name"] for r in rows]
     assert len(set(names)) == len(names)
     for c in conds:  # every condition rendered every setting, in one batch
         got = [r["setting"] for r in rows if r["condition"] == c["id"] and not r["beam"]]
-        assert got == [s.name for s in demo.SETTINGS]
+        assert got == [s.name for s in sweep.SETTINGS]
     for r in rows:
         missing = [k for k in ROW_KEYS if k not in r]
         assert not missing, (r["name"], missing)
         for k in ALWAYS_NUMERIC:
             assert isinstance(r[k], (int, float)) and np.isfinite(r[k]), (r["name"], k, r[k])
         assert abs(r["gap_bits"] - (r["mean_nll_bits"] - r["mean_entropy_bits"])) < 1e-6
-        assert r["silent"] == (r["silence_frac"] >= demo.SILENT_FRACTION)
+        assert r["silent"] == (r["silence_frac"] >= measures.SILENT_FRACTION)
         assert r["fric_rule"] == ("aligned" if r["level"] == "vocoder" else "distribution")
         if r["fric_rule"] == "distribution":
             assert r["fric_band_db"] is not None
@@ -144,22 +147,90 @@ def test_index_html_references_only_existing_relative_files(demo_run):
     assert size < 8e6
 
 
-def test_dataset_recordings_are_linked_never_copied(demo_run):
-    """The report is committed, the dataset's recordings must not be: the recording next to a
-    condition is a relative link into the corpus folder, and no file under the report has the
-    bytes or the samples of a recording."""
-    out, conds = demo_run["out"], demo_run["metrics"]["conditions"]
+def test_reference_recordings_are_copied_with_their_licence(demo_run):
+    """The report is committed, so every link must resolve inside it: the recordings played
+    beside the renders are copied unchanged into recordings/ (at most 5), with FSDD's
+    attribution beside them and the licence next to every player; no render is a copy of a
+    recording."""
+    out, m = demo_run["out"], demo_run["metrics"]
     rec = (out.parent / "fsdd" / "recordings").resolve()
-    links = [c["listen"]["wav"] for c in conds if c.get("listen")]
-    assert links
-    for link in links:
-        assert not link.startswith("/") and (out / link).resolve().parent == rec, link
+    listens = [c["listen"] for c in m["conditions"] if c.get("listen")]
+    assert listens
+    copied = sorted((out / demo_run_mod.RECORDINGS).glob("*.wav"))
+    assert 1 <= len(copied) <= demo_run_mod.MAX_RECORDINGS == 5
+    assert {lis["wav"] for lis in listens} == {f"recordings/{p.name}" for p in copied}
+    for p in copied:
+        assert p.read_bytes() == (rec / p.name).read_bytes(), p
+        assert f"recordings/{p.name}" in m["files"]
+    credit = (out / demo_run_mod.ATTRIBUTION).read_text()
+    for text in ("Free Spoken Digit Dataset", "Zohar Jackson and contributors", "CC BY-SA 4.0",
+                 "https://github.com/Jakobovski/free-spoken-digit-dataset"):
+        assert text in credit
+    assert all(f"`{p.name}`" in credit for p in copied)
+    assert demo_run_mod.ATTRIBUTION in m["files"]
+    page = (out / "index.html").read_text()
+    assert page.count("CC BY-SA 4.0") >= len(listens)
+    assert page.count(f'href="{demo_run_mod.ATTRIBUTION}"') == len(listens)
     recordings = {p.read_bytes() for p in rec.glob("*.wav")}
     waves = [sf.read(str(p))[0] for p in rec.glob("*.wav")]
-    for f in out.rglob("*.wav"):
+    for f in (out / "audio").rglob("*.wav"):
         assert f.read_bytes() not in recordings, f
         w = sf.read(str(f))[0]
         assert not any(len(w) == len(r) and np.allclose(w, r, atol=2e-2) for r in waves), f
+
+
+def test_at_most_five_recordings_are_copied(tmp_path):
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    names = [f"6_x_{i}" for i in range(7)]
+    for n in names:
+        (rec / f"{n}.wav").write_bytes(n.encode())
+    corpus = Corpus("fsdd", SR, ["x"], [], [], root=str(rec))
+    stage, copied = tmp_path / "stage", []
+    stage.mkdir()
+    got = [demo_run_mod.copy_recording(corpus, n, stage, copied) for n in names + names[:1]]
+    assert got[:5] == [f"recordings/{n}.wav" for n in names[:5]] and got[5:7] == [None, None]
+    assert got[7] == "recordings/6_x_0.wav" and copied == names[:5]
+    assert sorted(p.name for p in (stage / "recordings").iterdir()) == [f"{n}.wav" for n in names[:5]]
+    assert demo_run_mod.copy_recording(Corpus("fsdd", SR, [], [], [], root=None), "a", stage, []) is None
+
+
+def test_ood_link_only_when_the_page_would_be_committed(demo_run, tmp_path):
+    assert "out-of-distribution" not in (demo_run["out"] / "index.html").read_text()
+    out = tmp_path / "samples" / "demo"
+    out.mkdir(parents=True)
+    assert demo_run_mod.ood_link(out) is None                     # no page: no link
+    page = tmp_path / "samples" / "ood" / "index.html"
+    page.parent.mkdir()
+    page.write_text("<html></html>")
+    assert demo_run_mod.ood_link(out) == "../ood/index.html"       # beside the report
+    if shutil.which("git") is None:
+        pytest.skip("git not installed: the ignored-page case did not run")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text("samples/*\n!samples/demo/\n")
+    assert demo_run_mod.ood_link(out) is None                     # never committed: no link
+    page_html = demo_page.build_index_html({"meta": {}, "rows": [], "conditions": []}, None, None)
+    assert "out-of-distribution" not in page_html
+
+
+def test_header_states_the_training_steps_in_all(demo_run, tmp_path):
+    meta = {"checkpoint": "shipped", "checkpoint_step": 1500, "training_steps": 9550}
+    text = demo_page.checkpoint_text(meta)
+    assert text.startswith("Shipped checkpoint, 9,550 training steps in all") and "1,500" in text
+    html_page = demo_page.build_index_html({"meta": meta, "rows": [], "conditions": []})
+    assert "9,550 training steps in all" in html_page and "(step 1500)" not in html_page
+    assert "9,550 training steps in all" in demo_page.metrics_markdown({"meta": meta, "rows": []})
+    # the shipped checkpoint's model card gives the total; its own step counts one round
+    from wavetyp.core.checkpoint import SHIPPED, read_checkpoint, total_training_steps
+    card = (SHIPPED.parent / "README.md").read_text()
+    total = int(re.search(r"^- in all: (\d+) steps", card, re.M).group(1))
+    assert total_training_steps() == total > read_checkpoint()["step"]
+    # no card naming the file: unknown, and the page falls back to the file's own step
+    other = tmp_path / "x.pt"
+    (tmp_path / "README.md").write_text("# Model card: `wavetyp-fsdd.pt`\n- in all: 9 steps\n")
+    assert total_training_steps(other) is None
+    assert demo_run["metrics"]["meta"]["training_steps"] is None
+    assert "(step 0)" in (demo_run["out"] / "index.html").read_text()
 
 
 def test_existing_report_is_not_overwritten_silently(demo_run, capsys):
@@ -202,46 +273,14 @@ def test_publish_replaces_the_previous_run_and_keeps_foreign_files(tmp_path):
     (stage / "audio").mkdir(parents=True)
     for f in ("audio/new.wav", "index.html", "metrics.json"):
         (stage / f).write_text("new")
-    demo._publish(stage, out, ["audio/new.wav", "index.html", "metrics.json"])
+    demo_run_mod.publish(stage, out, ["audio/new.wav", "index.html", "metrics.json"])
     assert not (out / "audio" / "stale.wav").exists()
     assert (out / "audio" / "new.wav").read_text() == "new"
     assert (out / "index.html").read_text() == "new"
     assert (out / "keep.txt").exists() and (tmp_path / "outside.txt").exists()
 
 
-# ------------------------------------------------------------------ measurement rules
-
-def test_fricative_rule_finds_noise_not_vowels_or_silence():
-    rng = np.random.default_rng(0)
-    n = SR // 4
-    t = np.arange(n) / SR
-    vowel = 0.3 * np.sin(2 * np.pi * 150 * t) + 0.1 * np.sin(2 * np.pi * 450 * t)
-    hiss = 0.1 * np.diff(rng.standard_normal(n + 1))           # energy rises towards 4 kHz
-    wave = np.concatenate([np.zeros(n), vowel, hiss, np.zeros(n)]).astype(np.float32)
-    f = demo.frame_features(wave, SR)
-    centre = np.arange(f.n) * demo.HOP / SR                     # frame centres (s)
-    fric = f.fricative
-    inside = lambda a, b: (centre > a + 0.03) & (centre < b - 0.03)  # noqa: E731
-    assert fric[inside(0.5, 0.75)].all()                        # the hiss
-    assert not fric[inside(0.25, 0.5)].any()                    # the vowel
-    assert not fric[inside(0.0, 0.25)].any() and not fric[inside(0.75, 1.0)].any()
-    assert np.nanmean(f.flatness[inside(0.5, 0.75)]) > 0.5
-    # aligned comparison with itself: 0 dB; with the hiss 10 dB quieter: about -10 dB
-    from wavetyp.core.audio import mu_law_encode
-    from wavetyp.data.corpus import Utterance
-    utt = Utterance("6_x_0", mu_law_encode(wave), 6, 0)
-    ref = demo.make_reference([utt], SR, aligned=True)
-    same = demo.fricative_measures(demo.decode_utt(utt), SR, ref)
-    assert same["fric_frames_compared"] > 0 and abs(same["fric_band_db"]) < 1e-9
-    quiet = demo.decode_utt(utt).copy()
-    quiet[2 * n:3 * n] *= 10 ** (-10 / 20)
-    assert demo.fricative_measures(quiet, SR, ref)["fric_band_db"] == pytest.approx(-10, abs=1.5)
-
-
-def test_silence_fraction_ignores_a_constant_offset():
-    assert demo.silence_fraction(np.full(SR, 0.3, np.float32), SR) == 1.0
-    assert demo.silence_fraction(0.1 * np.sin(np.arange(SR) * 0.3), SR) == 0.0
-
+# ------------------------------------------------------------------ the reading
 
 def _row(setting, temp, gap, silent, band, level="label", cond="c1", **kw):
     return {"name": f"{cond}__{setting}", "level": level, "level_title": level, "condition": cond,
@@ -256,14 +295,14 @@ def _row(setting, temp, gap, silent, band, level="label", cond="c1", **kw):
 def test_reading_is_built_from_the_numbers():
     rows = [_row("greedy", 0.0, -1.0, True, -40.0), _row("tau0.5", 0.5, -0.3, False, -5.0),
             _row("tau1", 1.0, 0.0, False, 1.0)]
-    text = " ".join(report.reading({"meta": {}, "rows": rows}))
+    text = " ".join(demo_reading.reading({"meta": {}, "rows": rows}))
     assert "greedy in 1 of 1 condition" in text
     assert "between tau 0.5 (-0.300) and tau 1 (+0.000)" in text
     assert "-40.0 dB with greedy and +1.0 dB with tau 1" in text and "rises at every step" in text
     # the same code says the opposite when the numbers say so: nothing is hard-coded
     flipped = [_row("greedy", 0.0, 0.0, False, 1.0), _row("tau0.5", 0.5, -0.3, False, -5.0),
                _row("tau1", 1.0, -1.0, True, -40.0)]
-    text = " ".join(report.reading({"meta": {}, "rows": flipped}))
+    text = " ".join(demo_reading.reading({"meta": {}, "rows": flipped}))
     assert "tau1 in 1 of 1 condition" in text and "greedy in" not in text
     assert "falls at every step" in text and "falls below" in text
 

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from wavetyp import toys
+from wavetyp import toys as cli
+from wavetyp.analysis import toys
+from wavetyp.report.toys_page import toys_html
 
 # ------------------------------------------------------------------ unfair coin
 
@@ -137,7 +139,7 @@ def test_mc_is_seeded():
 
 def test_cli_writes_report(tmp_path, capsys):
     out = tmp_path / "toys"
-    assert toys.main(["--out", str(out), "--n-mc", "20000"]) == 0
+    assert cli.main(["--out", str(out), "--n-mc", "20000"]) == 0
     names = ["toys.md", "toys.json", "coin.png", "bubble_radius.png", "bubble_typical_set.png"]
     for name in names:
         assert (out / name).stat().st_size > 0, name
@@ -158,7 +160,7 @@ def test_cli_writes_report(tmp_path, capsys):
     for png in names[2:]:
         assert f"]({png})" in md
 
-    frag = toys.toys_html(res, "img/toys/")
+    frag = toys_html(res, "img/toys/")
     assert frag.startswith('<section class="toys">') and frag.rstrip().endswith("</section>")
     assert frag.count("<table>") == 5
     for png in names[2:]:
@@ -182,11 +184,11 @@ def test_cli_debug_shows_the_exception(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     with pytest.raises(Exception, match="cannot create output folder"):
-        toys.main(["--out", str(blocker / "sub"), "--debug"])
+        cli.main(["--out", str(blocker / "sub"), "--debug"])
 
 
 def test_cli_rejects_bad_n_mc(capsys):
     with pytest.raises(SystemExit) as e:
-        toys.main(["--n-mc", "0"])
+        cli.main(["--n-mc", "0"])
     assert e.value.code == 2
     assert "--n-mc" in capsys.readouterr().err

@@ -225,3 +225,23 @@ def export_weights(src, dst, dtype: torch.dtype = torch.float16, metrics: dict |
            "wall_seconds": ckpt.get("wall_seconds", 0.0)}
     save_atomic(out, dst)
     return out
+
+
+
+def total_training_steps(path=None) -> int | None:
+    """Training steps over all rounds of a checkpoint, from its model card; None if unknown.
+
+    A checkpoint warm-started from earlier rounds (`train --init-from`) restarts its step
+    counter, so its own `step` counts the last round only. `export` writes the total into the
+    model card beside the file: README.md naming the file on its first line, with a line
+    "- in all: N steps".
+    """
+    path = Path(path) if path else SHIPPED
+    try:
+        card = (path.parent / "README.md").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    total = re.search(r"^- in all: (\d+) steps\b", card, re.M)
+    if total is None or f"`{path.name}`" not in card.split("\n", 1)[0]:
+        return None
+    return int(total.group(1))

@@ -1,5 +1,5 @@
-"""The demo's static report: figures, tables and a plain-language reading, all built from
-the metrics rows that `demo.run_demo` measured (no number here is written in by hand).
+"""The demo's static report: index.html and metrics.md, built from the metrics rows that
+`report.demo_run.run_demo` measured (no number here is written in by hand).
 
 Everything is a pure function of the `result` dict (what metrics.json holds: "meta",
 "conditions", "rows"); `write_report` writes index.html, metrics.md and two figures.
@@ -11,13 +11,22 @@ import html
 import os
 from pathlib import Path
 
-import matplotlib
+from wavetyp.report.demo_plots import (
+    FIG_CURVES,
+    FIG_SCATTER,
+    plot_temperature_curves,
+    plot_typical_scatter,
+)
+from wavetyp.report.demo_reading import reading, rules_text
+from wavetyp.report.demo_rows import (
+    band_name,
+    fmt,
+    level_title,
+    levels_present,
+    mean_of,
+    settings_order,
+)
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-LEVEL_ORDER = ("uncond", "label", "speaker", "vocoder")
 LEVEL_TEXT = {
     "uncond": "The model is given nothing: it babbles whatever FSDD-like audio it finds likely. "
               "Fricatives are compared with the whole test split (distributions).",
@@ -29,334 +38,22 @@ LEVEL_TEXT = {
                "conditioning. The render is time-aligned with the recording, so its fricative "
                "frames are compared frame by frame.",
 }
-FIG_SCATTER, FIG_CURVES = "img/typical_set.png", "img/temperature_curves.png"
 E = html.escape
+DATASET_CREDIT = ("Free Spoken Digit Dataset, Zohar Jackson and contributors, CC BY-SA 4.0, "
+                  "https://github.com/Jakobovski/free-spoken-digit-dataset")
 
 
-# ------------------------------------------------------------------ small helpers
-
-def fmt(v, spec: str = ".2f", na: str = "n/a") -> str:
-    if v is None:
-        return na
-    try:
-        if isinstance(v, float) and not np.isfinite(v):
-            return na
-        return format(v, spec)
-    except (TypeError, ValueError):
-        return str(v)
-
-
-def settings_order(rows: list[dict]) -> list[str]:
-    out = []
-    for r in rows:
-        if r["setting"] not in out:
-            out.append(r["setting"])
-    return out
-
-
-def levels_present(rows: list[dict]) -> list[str]:
-    have = {r["level"] for r in rows}
-    return [lv for lv in LEVEL_ORDER if lv in have] + sorted(have - set(LEVEL_ORDER))
-
-
-def level_title(rows: list[dict], level: str) -> str:
-    for r in rows:
-        if r["level"] == level:
-            return r.get("level_title") or level
-    return level
-
-
-def is_temperature_row(r: dict) -> bool:
-    """Plain temperature sampling (greedy = temperature 0): the rows on the tau curves."""
-    return (r.get("beam") is None and r.get("top_p") is None and r.get("typical_p") is None
-            and r.get("temperature") is not None)
-
-
-def _mean(vals) -> float | None:
-    v = [float(x) for x in vals if x is not None and np.isfinite(x)]
-    return float(np.mean(v)) if v else None
-
-
-def temperature_curve(rows: list[dict], level: str, key: str) -> list[tuple[float, float]]:
-    """[(temperature, mean of `key` over the level's conditions)], temperature ascending."""
-    temps = sorted({r["temperature"] for r in rows if r["level"] == level and is_temperature_row(r)})
-    out = []
-    for t in temps:
-        m = _mean(r.get(key) for r in rows
-                  if r["level"] == level and is_temperature_row(r) and r["temperature"] == t)
-        if m is not None:
-            out.append((t, m))
-    return out
-
-
-def band_name(meta: dict) -> str:
-    """The fricative band as the run defined it, e.g. "2–4 kHz"."""
-    lo = (meta.get("rules", {}).get("fricative_frame", {}).get("high_band_hz") or [None])[0]
-    sr = meta.get("sample_rate")
-    if lo is None or not sr:
-        return "high-band"
-    return f"{lo / 1000:g}–{sr / 2000:g} kHz"
-
-
-def tlabel(t: float) -> str:
-    return "greedy" if t == 0 else f"tau {t:g}"
-
-
-def _save(fig, path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=fig.dpi)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-MARKERS = ("o", "s", "^", "D", "v", "P")
-
-
-class Thumbnails:
-    """Small pictures for the grids: spectrograms and NLL/entropy traces drawn with
-    `plots.draw_spectrogram` / `plots.draw_traces` into ONE reused figure with a fixed
-    layout (no tight_layout per picture), saved as 64-colour palette PNGs (small files)."""
-
-    def __init__(self, size=(3.2, 1.3), dpi: int = 90, colors: int = 64):
-        self.fig, self.ax = plt.subplots(figsize=size, dpi=dpi)
-        self.fig.subplots_adjust(left=0.08, right=0.96, bottom=0.19, top=0.96)
-        self.colors = colors
-
-    def _save(self, path) -> None:
-        from PIL import Image
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.ax.tick_params(labelsize=6)
-        self.ax.set_ylabel("")
-        self.fig.canvas.draw()
-        rgb = np.asarray(self.fig.canvas.buffer_rgba())[..., :3]
-        tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-        Image.fromarray(np.ascontiguousarray(rgb)).quantize(colors=self.colors).save(
-            tmp, format="PNG", optimize=True)
-        os.replace(tmp, path)
-
-    def spectrogram(self, wave, sample_rate: int, path) -> None:
-        from wavetyp.report.plots import draw_spectrogram
-        self.ax.clear()
-        draw_spectrogram(self.ax, wave, sample_rate)
-        self._save(path)
-
-    def traces(self, nll_bits, entropy_bits, sample_rate: int, path) -> None:
-        from wavetyp.report.plots import draw_traces
-        self.ax.clear()
-        draw_traces(self.ax, nll_bits, entropy_bits, sample_rate, legend=False)
-        self._save(path)
-
-    def close(self) -> None:
-        plt.close(self.fig)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-# ------------------------------------------------------------------ figures
-
-def plot_typical_scatter(rows: list[dict], path, epsilon: float | None = None) -> None:
-    """x = mean entropy, y = mean NLL (bits/sample), one point per render; y = x drawn."""
-    fig, ax = plt.subplots(figsize=(8.4, 5.0), dpi=90)
-    sets, levels = settings_order(rows), levels_present(rows)
-    cmap = plt.get_cmap("tab10")
-    pts = [(r["mean_entropy_bits"], r["mean_nll_bits"]) for r in rows
-           if r.get("mean_entropy_bits") is not None and r.get("mean_nll_bits") is not None]
-    vals = [v for p in pts for v in p] or [0.0, 8.0]
-    pad = max(0.15, 0.08 * (max(vals) - min(vals)), 1.5 * (epsilon or 0))
-    lo, hi = min(vals) - pad, max(vals) + pad            # zoomed on the renders, square
-    ax.plot([lo, hi], [lo, hi], color="k", lw=1, label="NLL = entropy (typical)")
-    if epsilon:
-        for s in (-epsilon, epsilon):
-            ax.plot([lo, hi], [lo + s, hi + s], color="k", lw=0.6, ls=":")
-    for r in rows:
-        if r.get("mean_entropy_bits") is None or r.get("mean_nll_bits") is None:
-            continue
-        ax.scatter(r["mean_entropy_bits"], r["mean_nll_bits"], s=28,
-                   color=cmap(sets.index(r["setting"]) % 10),
-                   marker=MARKERS[levels.index(r["level"]) % len(MARKERS)],
-                   edgecolor="k", linewidth=0.3, zorder=3)
-    handles = [plt.Line2D([], [], color=cmap(i % 10), marker="o", ls="", label=s)
-               for i, s in enumerate(sets)]
-    handles += [plt.Line2D([], [], color="0.4", marker=MARKERS[i % len(MARKERS)], ls="",
-                           label=level_title(rows, lv)) for i, lv in enumerate(levels)]
-    handles.append(plt.Line2D([], [], color="k", lw=1, label="NLL = entropy"))
-    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-              frameon=False)
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    ax.set_aspect("equal", adjustable="box")
-    ax.set_xlabel("mean entropy of the model's predictive distribution (bits/sample)")
-    ax.set_ylabel("mean NLL of the rendered codes (bits/sample)")
-    ax.set_title("Typical set: one point per render (dotted: gap = ±ε)", fontsize=9)
-    fig.tight_layout()
-    _save(fig, path)
-
-
-def plot_temperature_curves(rows: list[dict], path, epsilon: float | None = None,
-                            band: str = "high-band") -> None:
-    """Gap, fricative band level and flatness vs temperature; one line per conditioning
-    level (mean over its conditions), thin lines for the single conditions. Greedy = 0."""
-    panels = (("gap_bits", "gap = NLL − entropy (bits/sample)"),
-              ("fric_band_db", f"fricative {band} band level\nrel. to reference (dB)"),
-              ("fric_flatness", f"{band} spectral flatness\nin the fricative frames"))
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), dpi=90)
-    cmap = plt.get_cmap("tab10")
-    levels = levels_present(rows)
-    for ax, (key, ylabel) in zip(axes, panels):
-        for i, lv in enumerate(levels):
-            color = cmap(i % 10)
-            for cond in sorted({r["condition"] for r in rows if r["level"] == lv}):
-                pts = sorted((r["temperature"], r[key]) for r in rows
-                             if r["condition"] == cond and is_temperature_row(r) and r.get(key) is not None)
-                if pts:
-                    ax.plot(*zip(*pts), color=color, lw=0.6, alpha=0.35)
-            pts = temperature_curve(rows, lv, key)
-            if pts:
-                ax.plot(*zip(*pts), color=color, lw=1.8, marker=MARKERS[i % len(MARKERS)], ms=4,
-                        label=level_title(rows, lv))
-        if key == "gap_bits" and epsilon:
-            ax.axhspan(-epsilon, epsilon, color="0.85", zorder=0, label=f"|gap| ≤ {epsilon:g}")
-        if key == "fric_band_db":
-            ax.axhline(0, color="k", lw=0.6)
-        ax.set_xlabel("temperature (0 = greedy)")
-        ax.set_ylabel(ylabel, fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6.5, frameon=False)
-    fig.tight_layout()
-    _save(fig, path)
-
-
-# ------------------------------------------------------------------ the reading
-
-def _count_by_setting(rows, pred) -> list[tuple[str, int, int]]:
-    out = []
-    for s in settings_order(rows):
-        rs = [r for r in rows if r["setting"] == s]
-        out.append((s, sum(1 for r in rs if pred(r)), len(rs)))
-    return out
-
-
-def _steps_up(vals: list[float]) -> tuple[int, int]:
-    d = np.diff(vals)
-    return int((d > 0).sum()), int(d.size)
-
-
-def reading(result: dict) -> list[str]:
-    """Plain-language findings, each sentence built from the measured numbers."""
-    rows = result["rows"]
-    if not rows:
-        return ["No renders were produced."]
-    meta = result.get("meta", {})
-    rules = meta.get("rules", {})
-    sil = rules.get("silence", {})
-    thr, frac = sil.get("threshold_dbfs", -50), sil.get("silent_if_fraction_at_least", 0.9)
-    eps = rules.get("typical_set_epsilon_bits") or rows[0].get("epsilon_bits") or 0.1
-    band = band_name(meta)
-    out = []
-
-    # loudness / silence
-    counts = _count_by_setting(rows, lambda r: r.get("silent"))
-    silent = [(s, k, n) for s, k, n in counts if k]
-    rule = f"at least {frac:.0%} of its {sil.get('frame_ms', 20):g} ms frames below {thr:g} dBFS"
-    if not silent:
-        out.append(f"Silence: no render was silent by the rule ({rule}).")
-    else:
-        parts = [f"{s} in {k} of {n} condition{'s' if n != 1 else ''}" for s, k, n in silent]
-        never = [s for s, k, n in counts if not k]
-        out.append(f"Silence ({rule}): silent were {'; '.join(parts)}."
-                   + (f" No {', '.join(never)} render was silent." if never else ""))
-    med = [(s, _mean(r["rms_dbfs"] for r in rows if r["setting"] == s)) for s in settings_order(rows)]
-    med = [(s, m) for s, m in med if m is not None]
-    if len(med) >= 2:
-        lo, hi = min(med, key=lambda x: x[1]), max(med, key=lambda x: x[1])
-        out.append(f"Loudness: the mean RMS level over conditions is lowest for {lo[0]} "
-                   f"({lo[1]:.1f} dBFS) and highest for {hi[0]} ({hi[1]:.1f} dBFS).")
-
-    # typicality: gap vs temperature per level
-    for lv in levels_present(rows):
-        pts = temperature_curve(rows, lv, "gap_bits")
-        if len(pts) < 2:
-            continue
-        name = level_title(rows, lv)
-        below = [g < -eps for _, g in pts]
-        if not any(below):
-            out.append(f"Typicality, {name}: the mean gap is at or above −{eps:g} bits/sample at "
-                       f"every temperature, {pts[0][1]:+.3f} with {tlabel(pts[0][0])}.")
-        elif all(below):
-            out.append(f"Typicality, {name}: the mean gap stays below −{eps:g} bits/sample at "
-                       f"every temperature, from {pts[0][1]:+.3f} ({tlabel(pts[0][0])}) to "
-                       f"{pts[-1][1]:+.3f} ({tlabel(pts[-1][0])}).")
-        else:
-            cross = [(a, b) for a, b in zip(pts, pts[1:]) if (a[1] < -eps) != (b[1] < -eps)]
-            up = [(a, b) for a, b in cross if a[1] < -eps]
-            a, b = (up or cross)[0]
-            verb = "rises above" if a[1] < -eps else "falls below"
-            s = (f"Typicality, {name}: the mean gap {verb} −{eps:g} bits/sample between "
-                 f"{tlabel(a[0])} ({a[1]:+.3f}) and {tlabel(b[0])} ({b[1]:+.3f})")
-            if len(cross) > 1:
-                s += f"; it crosses −{eps:g} {len(cross)} times over the temperature grid"
-            out.append(s + ".")
-        above = [(t, g) for t, g in pts if g > eps]
-        if above:
-            out.append(f"  ... and it is above +{eps:g} (less likely than typical) at "
-                       + ", ".join(f"{tlabel(t)} ({g:+.3f})" for t, g in above) + ".")
-    inside = _count_by_setting(rows, lambda r: r.get("in_typical_set"))
-    yes = [f"{s} {k}/{n}" for s, k, n in inside if k]
-    no = [s for s, k, n in inside if not k]
-    out.append(f"Inside the typical set (|gap| ≤ {eps:g} bits/sample): "
-               + (", ".join(yes) if yes else "no render")
-               + (f"; never: {', '.join(no)}." if no else "."))
-
-    # fricatives vs temperature
-    for lv in levels_present(rows):
-        pts = temperature_curve(rows, lv, "fric_band_db")
-        if len(pts) < 2:
-            continue
-        name = level_title(rows, lv)
-        up, n = _steps_up([v for _, v in pts])
-        trend = ("rises at every step" if up == n else "falls at every step" if up == 0
-                 else f"rises in {up} of {n} steps")
-        s = (f"Fricatives, {name}: the {band} band level in the fricative frames, relative "
-             f"to the reference, is {pts[0][1]:+.1f} dB with {tlabel(pts[0][0])} and "
-             f"{pts[-1][1]:+.1f} dB with {tlabel(pts[-1][0])}; as the temperature increases it {trend}.")
-        fl = temperature_curve(rows, lv, "fric_flatness")
-        ref_fl = _mean(r.get("ref_flatness") for r in rows if r["level"] == lv)
-        if len(fl) >= 2:
-            s += (f" Spectral flatness there: {fl[0][1]:.2f} ({tlabel(fl[0][0])}) to "
-                  f"{fl[-1][1]:.2f} ({tlabel(fl[-1][0])})"
-                  + (f", reference {ref_fl:.2f}." if ref_fl is not None else "."))
-        fr = temperature_curve(rows, lv, "fric_per_s")
-        ref_fr = _mean(r.get("ref_fric_per_s") for r in rows if r["level"] == lv)
-        if len(fr) >= 2:
-            s += (f" Fricative frames per second by the rule: {fr[0][1]:.1f} ({tlabel(fr[0][0])}), "
-                  f"{fr[-1][1]:.1f} ({tlabel(fr[-1][0])})"
-                  + (f", reference {ref_fr:.1f}." if ref_fr is not None else "."))
-        out.append(s)
-
-    # truncation and beam search
-    trunc = [s for s in settings_order(rows) if any(
-        r["setting"] == s and (r.get("top_p") is not None or r.get("typical_p") is not None) for r in rows)]
-    plain = _mean(r["gap_bits"] for r in rows if is_temperature_row(r) and r["temperature"] == 1.0)
-    if trunc:
-        parts = [f"{s} {_mean(r['gap_bits'] for r in rows if r['setting'] == s):+.3f}"
-                 for s in trunc if _mean(r['gap_bits'] for r in rows if r['setting'] == s) is not None]
-        out.append("Truncated sampling at tau 1, mean gap over all conditions: " + ", ".join(parts)
-                   + (f" (plain tau 1.0: {plain:+.3f})." if plain is not None else "."))
-    beams = [r for r in rows if r.get("beam")]
-    if beams:
-        g = _mean(r["gap_bits"] for r in beams)
-        k = sum(1 for r in beams if r.get("silent"))
-        out.append(f"Beam search (width {beams[0]['beam']}): mean gap {fmt(g, '+.3f')} bits/sample "
-                   f"over {len(beams)} condition{'s' if len(beams) != 1 else ''}; silent in {k} of {len(beams)}.")
-    return out
+def checkpoint_text(meta: dict) -> str:
+    """Which checkpoint, and how long it was trained: the total over all training rounds when
+    known (a shipped checkpoint's own step counter restarts with every round)."""
+    name = str(meta.get("checkpoint"))
+    name = "Shipped checkpoint" if name == "shipped" else f"Checkpoint {name}"
+    total, step = meta.get("training_steps"), meta.get("checkpoint_step")
+    if total is not None:
+        last = (f" (its own step counter, {step:,}, counts the last training round only)"
+                if step is not None and step != total else "")
+        return f"{name}, {total:,} training steps in all{last}"
+    return f"{name} (step {fmt(step, 'd')})"
 
 
 # ------------------------------------------------------------------ tables
@@ -404,12 +101,12 @@ def by_setting(rows: list[dict]) -> list[dict]:
         alig = [r for r in rs if r.get("fric_rule") == "aligned"]
         out.append({
             "setting": st, "renders": len(rs), "silent": sum(1 for r in rs if r.get("silent")),
-            "rms_dbfs": _mean(r.get("rms_dbfs") for r in rs),
-            "gap_bits": _mean(r.get("gap_bits") for r in rs),
+            "rms_dbfs": mean_of(r.get("rms_dbfs") for r in rs),
+            "gap_bits": mean_of(r.get("gap_bits") for r in rs),
             "typical": sum(1 for r in rs if r.get("in_typical_set")),
-            "fric_band_db_distribution": _mean(r.get("fric_band_db") for r in dist),
-            "fric_band_db_aligned": _mean(r.get("fric_band_db") for r in alig),
-            "fric_flatness": _mean(r.get("fric_flatness") for r in rs),
+            "fric_band_db_distribution": mean_of(r.get("fric_band_db") for r in dist),
+            "fric_band_db_aligned": mean_of(r.get("fric_band_db") for r in alig),
+            "fric_flatness": mean_of(r.get("fric_flatness") for r in rs),
         })
     return out
 
@@ -434,43 +131,10 @@ def by_setting_html(rows: list[dict]) -> str:
     return f'<table class="metrics"><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>'
 
 
-def rules_text(meta: dict) -> list[str]:
-    """The measurement rules, from the constants the run used."""
-    r = meta.get("rules", {})
-    fr, fm, sil = r.get("fricative_frame", {}), r.get("frame", {}), r.get("silence", {})
-    sr = meta.get("sample_rate") or 8000
-    n_fft, hop = fm.get("n_fft", 0), fm.get("hop", 0)
-    lo, split = fr.get("low_band_hz", [None, None])
-    band = band_name(meta)
-    return [
-        f"Silence: the render's mean is removed; a {fmt(sil.get('frame_ms'), 'g')} ms frame is silent below "
-        f"{sil.get('threshold_dbfs')} dBFS RMS; a render is called silent when at least "
-        f"{fmt(sil.get('silent_if_fraction_at_least'), '.0%')} of its frames are.",
-        f"Frames for the spectral features: librosa STFT, {n_fft}-sample "
-        f"({1000 * n_fft / sr:.0f} ms) Hann window, {hop}-sample ({1000 * hop / sr:.0f} ms) hop, mean removed.",
-        f"Fricative frame: level ≥ {fr.get('level_min_dbfs')} dBFS and within "
-        f"{fr.get('level_within_db_of_max')} dB of the recording's loudest frame; energy in "
-        f"{band} vs {fmt(lo, 'g')}–{fmt(split, 'g')} Hz ≥ {fr.get('ratio_min_db')} dB "
-        f"(more energy above than below {fmt(split, 'g')} Hz); zero-crossing rate ≥ "
-        f"{fr.get('zcr_min')} per sample.",
-        "Vocoder level (aligned): band level of the render minus that of the recording, "
-        "averaged over the recording's fricative frames. Other levels (distributions): K = the "
-        "mean number of fricative frames per reference recording; the mean band level of the "
-        f"render's K frames with the most {band} energy minus the same mean over every "
-        "reference recording's K such frames.",
-        f"Band level: {band} mean-square power in dB re full scale (floor "
-        f"{r.get('band_floor_db')} dB). Flatness: librosa spectral flatness of the {band} "
-        f"power spectrum, ignored in frames whose band level is below {r.get('flatness_min_band_db')} dB.",
-        f"Typicality: per-step NLL of the chosen code and entropy of the model's untempered "
-        f"distribution; gap = mean(NLL − entropy); z = sum(NLL − H)/sqrt(sum varentropy); "
-        f"typical when |gap| ≤ {fmt(r.get('typical_set_epsilon_bits'), 'g')} bits/sample.",
-    ]
-
-
 def metrics_markdown(result: dict) -> str:
     meta, rows = result["meta"], result["rows"]
     out = ["# wavetyp demo: metrics", "",
-           f"Checkpoint `{meta.get('checkpoint')}` (step {fmt(meta.get('checkpoint_step'), 'd')}), "
+           f"{checkpoint_text(meta)}, "
            f"seed {meta.get('seed')}, {'quick' if meta.get('quick') else 'full'} sweep, "
            f"{len(rows)} renders, rendering took {fmt(meta.get('render_seconds'), '.0f')} s "
            f"with {meta.get('threads')} torch thread(s), {meta.get('created_utc')}.", "",
@@ -515,6 +179,14 @@ def _img(src: str, alt: str) -> str:
     return f'<img src="{E(src)}" alt="{E(alt)}" loading="eager">'
 
 
+def _recording_player(lis: dict) -> str:
+    """A reference recording's player with its licence (the file is copied into the report)."""
+    if not lis.get("wav"):
+        return "<span class=small>(dataset not found)</span>"
+    credit = f' (<a href="{E(lis["credit"])}">attribution</a>)' if lis.get("credit") else ""
+    return f"{_audio(lis['wav'])}<br><span class=small>{E(DATASET_CREDIT)}{credit}</span>"
+
+
 def level_grids_html(result: dict) -> str:
     rows, conds = result["rows"], result.get("conditions", [])
     sr_khz = (result.get("meta", {}).get("sample_rate") or 0) / 2000
@@ -537,10 +209,8 @@ def level_grids_html(result: dict) -> str:
                          '<th>numbers</th></tr></thead><tbody>')
             lis = c.get("listen")
             if lis:
-                player = (_audio(lis["wav"]) + "<br><span class=small>linked from the dataset folder, "
-                          "not copied here</span>") if lis.get("wav") else "<span class=small>(dataset not found)</span>"
                 parts.append(f"<tr><td>recording<br><span class=small>{E(lis['name'])}</span></td>"
-                             f"<td>{player}</td><td>{_img(lis['spec_png'], 'spectrogram of ' + lis['name'])}</td>"
+                             f"<td>{_recording_player(lis)}</td><td>{_img(lis['spec_png'], 'spectrogram of ' + lis['name'])}</td>"
                              f"<td></td><td>RMS {fmt(lis.get('rms_dbfs'), '.1f')} dBFS</td></tr>")
             for r in [r for r in rows if r["condition"] == c["id"]]:
                 parts.append(f"<tr><td>{E(r['setting'])}</td><td>{_audio(r['wav'])}</td>"
@@ -572,7 +242,7 @@ model's <em>untempered</em> distribution next to that distribution's entropy. Sa
 model itself have NLL ≈ entropy on average: they are <em>typical</em>. Mode-seeking decoding picks
 codes that are far more likely than typical (NLL well below entropy). Following Dieleman,
 "Musings on typicality" (2020).</p>
-<p class="small">Checkpoint {E(str(meta.get('checkpoint')))} (step {fmt(meta.get('checkpoint_step'), 'd')}),
+<p class="small">{E(checkpoint_text(meta))},
 seed {E(str(meta.get('seed')))}, {'quick' if meta.get('quick') else 'full'} sweep, {len(rows)} renders;
 rendering took {fmt(meta.get('render_seconds'), '.0f')} s on {E(str(meta.get('threads')))} CPU thread(s);
 generated {E(str(meta.get('created_utc')))}. All numbers on this page were computed by that run
@@ -617,3 +287,22 @@ def write_report(out_dir, result: dict, toys_section: str | None = None,
     tmp.write_text(build_index_html(result, toys_section, ood_href))
     os.replace(tmp, out_dir / "index.html")
     return [FIG_SCATTER, FIG_CURVES, "metrics.md", "index.html"]
+
+
+def console_table(rows: list[dict]) -> str:
+    """The metrics as a fixed-width text table (what the CLI prints)."""
+    head = (f"{'condition':<26} {'setting':<17} {'sec':>4} {'RMS':>6} {'sil%':>5} {'NLL':>5} "
+            f"{'H':>5} {'gap':>6} {'z':>7} {'fric/s':>6} {'band dB':>7} {'flat':>5}")
+    lines = [head, "-" * len(head)]
+
+    def f(v, spec, width):
+        return f"{v:{spec}}" if v is not None else "n/a".rjust(width)
+
+    for r in rows:
+        lines.append(f"{r['condition'][:26]:<26} {r['setting']:<17} {r['seconds']:>4.2f} "
+                     f"{f(r['rms_dbfs'], '>6.1f', 6)} {100 * r['silence_frac']:>5.0f} "
+                     f"{f(r['mean_nll_bits'], '>5.2f', 5)} {f(r['mean_entropy_bits'], '>5.2f', 5)} "
+                     f"{f(r['gap_bits'], '>+6.2f', 6)} {f(r['z'], '>+7.1f', 7)} "
+                     f"{f(r['fric_per_s'], '>6.1f', 6)} {f(r['fric_band_db'], '>+7.1f', 7)} "
+                     f"{f(r['fric_flatness'], '>5.2f', 5)}")
+    return "\n".join(lines)

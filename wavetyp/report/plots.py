@@ -1,14 +1,13 @@
-"""Figures people would rather look at than read: NLL/entropy traces over a spectrogram."""
+"""Figures people would rather look at than read: NLL/entropy traces over a spectrogram.
+
+matplotlib's object API (Figure + savefig): no backend is chosen or needed."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 
 def smooth(x: np.ndarray, width: int) -> np.ndarray:
@@ -27,7 +26,6 @@ def _save(fig, path):
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     fig.savefig(tmp, dpi=fig.dpi)
-    plt.close(fig)
     os.replace(tmp, path)
 
 
@@ -74,8 +72,8 @@ def plot_run(rows: list[dict], sample_rate: int, path, title: str = ""):
     and optionally prime_len.
     """
     n = len(rows)
-    fig, axes = plt.subplots(2 * n, 1, figsize=(10, 2.6 * n + 0.6), squeeze=False,
-                             gridspec_kw={"height_ratios": [3, 2] * n})
+    fig = Figure(figsize=(10, 2.6 * n + 0.6))
+    axes = fig.subplots(2 * n, 1, squeeze=False, gridspec_kw={"height_ratios": [3, 2] * n})
     for i, r in enumerate(rows):
         a, b = axes[2 * i, 0], axes[2 * i + 1, 0]
         draw_traces(a, r["nll_bits"], r["entropy_bits"], sample_rate, legend=(i == 0),
@@ -91,23 +89,4 @@ def plot_run(rows: list[dict], sample_rate: int, path, title: str = ""):
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
-
-
-def plot_thumbnail(nll, entropy, sample_rate: int, path, size=(3.2, 1.3)):
-    """A small trace picture for report grids."""
-    fig, ax = plt.subplots(figsize=size, dpi=90)
-    draw_traces(ax, nll, entropy, sample_rate, legend=False)
-    ax.tick_params(labelsize=6)
-    ax.set_ylabel("")
-    fig.tight_layout(pad=0.2)
-    _save(fig, path)
-
-
-def plot_spectrogram_thumb(wave, sample_rate: int, path, size=(3.2, 1.3)):
-    fig, ax = plt.subplots(figsize=size, dpi=90)
-    draw_spectrogram(ax, wave, sample_rate)
-    ax.tick_params(labelsize=6)
-    ax.set_ylabel("")
-    fig.tight_layout(pad=0.2)
     _save(fig, path)
