@@ -14,7 +14,7 @@ import torch
 
 from wavetyp.analysis.sweep import DEFAULT_SECONDS, QUICK_SECONDS
 from wavetyp.core.checkpoint import load_model, total_training_steps
-from wavetyp.core.checks import add_common, check_count, check_positive, run_cli
+from wavetyp.core.checks import HelpFormatter, add_common, check_count, check_positive, run_cli
 from wavetyp.core.runtime import pick_device
 from wavetyp.data.fsdd import load_fsdd_test
 from wavetyp.report.demo_page import console_table
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Render the fixed demonstration grid (conditioning levels x decoding "
                     "settings), measure loudness, typicality and fricatives, and write a static "
                     "report (index.html, metrics.json, metrics.md).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     add_common(p)
     p.add_argument("--out", default="samples/demo", help="output folder")
     p.add_argument("--quick", action="store_true",

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from wavetyp.core.checks import run_cli
+from wavetyp.core.checks import HelpFormatter, run_cli
 from wavetyp.report.toys_page import OUTPUTS, run_toys, toys_text
 
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "chi-distribution probabilities checked by Monte Carlo). Prints the tables "
                     "and writes toys.md, toys.json, coin.png, bubble_radius.png and "
                     "bubble_typical_set.png.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--out", default="samples/toys", metavar="DIR",
                    help="output folder (created if needed)")
     p.add_argument("--n-mc", type=_positive_int, default=10**6, metavar="N",

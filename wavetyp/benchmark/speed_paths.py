@@ -9,7 +9,6 @@ path to the plain forward.
 """
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from wavetyp.core.conditioning import build_conditioning
 from wavetyp.core.decoding import DecodeSettings
 from wavetyp.core.fastloop import run_steps
 from wavetyp.core.generate import generate
-from wavetyp.core.runtime import cpu_model
+from wavetyp.core.runtime import cpu_model, env_override
 
 
 @contextmanager
@@ -34,19 +33,6 @@ def patched(obj, name, value):
         yield
     finally:
         setattr(obj, name, old)
-
-
-@contextmanager
-def env_set(name, value):
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name)
-        else:
-            os.environ[name] = old
 
 
 def sampling_rate(model, n_steps: int, batch: int = 1) -> float:
@@ -119,7 +105,7 @@ def _with(obj, name, value, fn):
 
 
 def _env(name, value, fn):
-    with env_set(name, value):
+    with env_override(name, value):
         return fn()
 
 
