@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from wavetyp.core.audio import mu_law_decode, mu_law_encode
 from wavetyp.core.checkpoint import save_atomic
@@ -52,13 +52,13 @@ class RecognizerConfig:
 
     @property
     def window(self) -> int:
-        return int(round(self.window_seconds * self.sample_rate))
+        return round(self.window_seconds * self.sample_rate)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RecognizerConfig":
+    def from_dict(cls, d: dict) -> RecognizerConfig:
         known = {f.name for f in fields(cls)}
         extra = sorted(set(d) - known)
         if extra:
