@@ -115,7 +115,8 @@ def test_modules_stay_readable():
     assert not long, long
 
 
-CLIS = ["sample", "score", "evaluate", "train", "demo", "ood", "toys", "bench", "export", "data.__main__"]
+CLIS = ["sample", "score", "evaluate", "train", "demo", "ood", "toys", "bench", "export", "recognize",
+        "data.__main__"]
 
 
 @pytest.mark.parametrize("name", CLIS)
