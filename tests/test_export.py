@@ -52,3 +52,11 @@ def test_export_refuses_a_missing_earlier_run(tmp_path, capsys):
                         "--earlier", str(tmp_path / "nope")])
     assert code == 2 and "no last.pt there" in capsys.readouterr().err
     assert not (tmp_path / "s.pt").exists()        # checked before anything is written
+
+
+def test_rewriting_the_card_keeps_the_recognizer_section():
+    from wavetyp.report.model_card import with_kept_sections
+    old = "# Model card\n\nold text\n\n## Recognizer (checkpoints/recognizer.pt)\n\n100 %\n"
+    new = with_kept_sections("# Model card\n\nnew text\n", old)
+    assert new == "# Model card\n\nnew text\n\n## Recognizer (checkpoints/recognizer.pt)\n\n100 %\n"
+    assert with_kept_sections("# card\n", "") == "# card\n"

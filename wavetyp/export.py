@@ -15,7 +15,7 @@ from wavetyp.core.conditioning import CONDITIONING_LEVELS
 from wavetyp.core.errors import UsageError
 from wavetyp.core.scoring import evaluate_nll
 from wavetyp.data.load import load_corpus
-from wavetyp.report.model_card import model_card
+from wavetyp.report.model_card import model_card, with_kept_sections
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +63,9 @@ def main(argv=None) -> int:
         for r in results:
             print(f"conditioning {r['level']}: {r['bits_per_sample']:.3f} bits/sample")
         notes = Path(a.notes).read_text() if a.notes else ""
-        Path(a.card).write_text(model_card(out, results, run, Path(a.out), notes, earlier))
+        card = Path(a.card)
+        old = card.read_text() if card.is_file() else ""
+        card.write_text(with_kept_sections(model_card(out, results, run, Path(a.out), notes, earlier), old))
         if a.json:
             Path(a.json).write_text(json.dumps(results, indent=2))
         size = Path(a.out).stat().st_size / 1e6

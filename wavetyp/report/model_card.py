@@ -81,3 +81,16 @@ def model_card(ckpt: dict, results: list[dict], run_dir: Path, shipped: Path, no
     return "\n".join(l for l in lines if l is not None)
 
 
+KEPT_SECTIONS = ("## Recognizer",)    # written by other tools: kept when the card is rewritten
+
+
+def with_kept_sections(new_card: str, old_card: str) -> str:
+    """The new WaveNet card plus the sections of the old one that other tools own (the
+    recognizer's), so exporting a checkpoint never drops them."""
+    kept = []
+    for head in KEPT_SECTIONS:
+        i = old_card.find("\n" + head)
+        if i >= 0:
+            j = old_card.find("\n## ", i + 1)
+            kept.append(old_card[i + 1: j if j >= 0 else None].rstrip("\n"))
+    return new_card.rstrip("\n") + "".join("\n\n" + k for k in kept) + "\n"
