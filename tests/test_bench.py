@@ -11,7 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from wavetyp import bench
+from wavetyp.benchmark import measure, subjects
 from wavetyp.benchmark.reference import SILENCE, ReferenceConfig, ReferenceWaveNet
+from wavetyp.benchmark.reference import train_step as reference_train_step
+from wavetyp.benchmark.report import format_report, machine_info
 from wavetyp.core.audio import SILENCE_CODE
 from wavetyp.core.model import WaveNet
 
@@ -45,7 +48,7 @@ def test_reference_is_the_issues_model():
     assert model.num_parameters == 565_632
     assert SILENCE == SILENCE_CODE
     # wavetyp's model built with the same widths: same size (no input-conv bias) and RF
-    own = WaveNet(bench.wavetyp_config_like(ReferenceConfig()))
+    own = WaveNet(subjects.wavetyp_config_like(ReferenceConfig()))
     assert own.num_parameters == model.num_parameters - 64
     assert own.receptive_field == model.receptive_field
     # the receptive field as the gradient sees it: the last output depends on exactly
@@ -153,14 +156,14 @@ def test_optional_cross_check_with_wavenet_vocoder(monkeypatch):
     """Not installed: no cross-check. Installed (a stub here): built on the reference's
     model, timed at one stream, reported beside the reference."""
     monkeypatch.setitem(sys.modules, "wavenet_vocoder", None)      # import fails
-    subj = bench.ReferenceSubject(bench.QUICK_REFERENCE_CONFIG, "cpu")
+    subj = subjects.ReferenceSubject(subjects.QUICK_REFERENCE_CONFIG, "cpu")
     assert subj.original() is None
     monkeypatch.setitem(sys.modules, "wavenet_vocoder",
                         types.SimpleNamespace(WaveNet=_StubOriginal, __version__="stub"))
     _StubOriginal.made.clear()
-    res = bench.measure_section(subj, bench.Plan.quick(), "cpu", "reference")
+    res = measure.measure_section(subj, measure.Plan.quick(), "cpu", "reference")
     (stub,) = _StubOriginal.made
-    rc = bench.QUICK_REFERENCE_CONFIG
+    rc = subjects.QUICK_REFERENCE_CONFIG
     assert stub.kwargs == dict(out_channels=256, layers=rc.layers_per_stack * rc.n_stacks,
                                stacks=rc.n_stacks, residual_channels=rc.residual_channels,
                                gate_channels=2 * rc.gate_channels,
@@ -170,8 +173,8 @@ def test_optional_cross_check_with_wavenet_vocoder(monkeypatch):
     assert stub.fast and stub.steps > 0
     assert res["original_version"] == "stub" and res["original_b1_samples_per_s"] > 0
     assert res["reference_over_original_b1"] > 0
-    report = {"machine": bench.machine_info("cpu"), "reference": res, "ratios": {}}
-    text = bench.format_report(report)
+    report = {"machine": machine_info("cpu"), "reference": res, "ratios": {}}
+    text = format_report(report)
     assert "wavenet_vocoder B=1 (cross-check)" in text
     assert "cross-check: the installed wavenet_vocoder stub" in text
 
@@ -181,7 +184,7 @@ def test_reference_train_step_learns_something():
     model = ReferenceWaveNet(SMALL)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     codes = torch.randint(100, 110, (2, 200))
-    losses = [bench.reference_train_step(model, opt, codes) for _ in range(15)]
+    losses = [reference_train_step(model, opt, codes) for _ in range(15)]
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
 
 
@@ -218,8 +221,8 @@ def test_quick_bench_writes_documented_json(tiny_ckpt, tmp_path, capsys):
 
 
 def test_exactness_failure_stops_before_timing(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(bench.ReferenceSubject, "exactness", lambda self, extra: 0.5)
-    monkeypatch.setattr(bench, "measure_generation", lambda *a, **k: pytest.fail("timed anyway"))
+    monkeypatch.setattr(subjects.ReferenceSubject, "exactness", lambda self, extra: 0.5)
+    monkeypatch.setattr(measure, "measure_generation", lambda *a, **k: pytest.fail("timed anyway"))
     assert bench.main(["--quick", "--in-process", "--config", "reference"]) == 1
     assert "differ from the parallel pass" in capsys.readouterr().err
 

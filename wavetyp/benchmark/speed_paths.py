@@ -22,7 +22,7 @@ from wavetyp.core.conditioning import build_conditioning
 from wavetyp.core.decoding import DecodeSettings
 from wavetyp.core.fastloop import run_steps
 from wavetyp.core.generate import generate
-from wavetyp.core.runtime import cpu_model, env_override
+from wavetyp.core.runtime import cpu_model
 
 
 @contextmanager
@@ -89,9 +89,9 @@ def run(model, n_steps: int = 4000, repeats: int = 5, train_batch: int = 8, trai
     model.train()
     step = lambda: training_step_s(model, train_batch, train_length, codes)   # noqa: E731
     rows.append(ab("training step: hand-written stack backward (s/step)", step,
-                   lambda: _env("WAVETYP_FASTSTACK", "0", step), max(2, repeats // 2), log))
+                   lambda: _with(faststack, "enabled", _off, step), max(2, repeats // 2), log))
     rows.append(ab("training step: compiled gate (s/step)", step,
-                   lambda: _env("WAVETYP_FUSED_GATE", "0", step), max(2, repeats // 2), log))
+                   lambda: _with(faststack, "fuse_enabled", _off, step), max(2, repeats // 2), log))
     model.eval()
     for r in rows:   # > 1: the path pays
         r["gain"] = r["on"] / r["off"] if "samples/s" in r["path"] else r["off"] / r["on"]
@@ -104,9 +104,10 @@ def _with(obj, name, value, fn):
         return fn()
 
 
-def _env(name, value, fn):
-    with env_override(name, value):
-        return fn()
+def _off() -> bool:
+    """A switch read as off: what WAVETYP_FASTSTACK=0 / WAVETYP_FUSED_GATE=0 give (the switches
+    are read at every call, so the A/B flips them without touching the environment)."""
+    return False
 
 
 def format_rows(result: dict) -> str:
