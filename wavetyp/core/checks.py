@@ -105,7 +105,8 @@ def add_common(p: argparse.ArgumentParser, checkpoint: bool = True, device: bool
     """Arguments every model-using CLI shares, with the same names everywhere."""
     if checkpoint:
         p.add_argument("--checkpoint", default=None,
-                       help="model checkpoint (default: the shipped checkpoints/wavetyp-fsdd.pt)")
+                       help="model checkpoint; none: the shipped checkpoints/wavetyp-fsdd.pt")
     if device:
-        p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: cpu)")
+        p.add_argument("--device", default="cpu",
+                       help="cpu, cuda, mps or auto (auto: cuda > mps > cpu)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
