@@ -1,5 +1,6 @@
 """`python -m wavetyp.score FILE_OR_DIR...`: rescore real or generated audio with the parallel
-pass and report the same per-step arrays and typicality summary the sampler logs."""
+pass (wavetyp.core.scoring.score_files) and report the same per-step arrays and typicality
+summary the sampler logs."""
 from __future__ import annotations
 
 import argparse
@@ -12,24 +13,36 @@ import numpy as np
 from wavetyp.core.checks import add_common, run_cli
 from wavetyp.core.conditioning import make_cond_spec
 from wavetyp.core.errors import UsageError
-from wavetyp.core.scoring import expand_paths, score_files
+from wavetyp.core.scoring import ScoreResult, expand_paths, score_files
 from wavetyp.core.typicality import DEFAULT_EPSILON
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m wavetyp.score",
                                 description="Rescore audio files with the parallel pass: mean NLL, "
-                                            "mean entropy, typicality gap and z per file.")
+                                            "mean entropy, typicality gap and z per file.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_common(p)
     p.add_argument("paths", nargs="+", help="audio files and/or folders")
-    p.add_argument("--digit", default=None, help="condition on a digit label")
+    p.add_argument("--digit", default=None, help="condition on a digit label (0-9 or zero..nine)")
     p.add_argument("--speaker", default=None, help="condition on a speaker name")
     p.add_argument("--mel-self", action="store_true", help="condition each file on its own mel frames")
-    p.add_argument("--epsilon", type=float, default=DEFAULT_EPSILON, help="typical-set tolerance, bits/sample")
+    p.add_argument("--epsilon", type=float, default=DEFAULT_EPSILON,
+                   help="typical-set tolerance, bits/sample")
     p.add_argument("--json", default=None, help="write per-file summaries as JSON")
     p.add_argument("--npz-dir", default=None, help="write per-file arrays (<stem>.score.npz) here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    return p
 
+
+def write_npz(folder, r: ScoreResult) -> None:
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(Path(folder) / f"{Path(r.path).stem}.score.npz",
+                        codes=r.codes.astype(np.int16), nll_bits=r.nll_bits,
+                        entropy_bits=r.entropy_bits, varentropy_bits2=r.varentropy_bits2)
+
+
+def main(argv=None) -> int:
     def body(a):
         from wavetyp.core.checkpoint import load_model
         from wavetyp.core.checks import check_new_file, check_output_dir, check_positive
@@ -58,15 +71,12 @@ def main(argv=None) -> int:
                   f"{r.rms_dbfs:>9.1f} {s.mean_nll_bits:>6.3f} {s.mean_entropy_bits:>6.3f} "
                   f"{s.gap_bits:>+7.3f} {s.z:>+8.1f} {'yes' if s.in_typical_set else 'no'}")
             if a.npz_dir:
-                Path(a.npz_dir).mkdir(parents=True, exist_ok=True)
-                np.savez_compressed(Path(a.npz_dir) / f"{Path(r.path).stem}.score.npz",
-                                    codes=r.codes.astype(np.int16), nll_bits=r.nll_bits,
-                                    entropy_bits=r.entropy_bits, varentropy_bits2=r.varentropy_bits2)
+                write_npz(a.npz_dir, r)
         if a.json:
             Path(a.json).write_text(json.dumps({"files": rows, "skipped": skipped}, indent=2))
         return 0
 
-    return run_cli(p, body, argv)
+    return run_cli(parser(), body, argv)
 
 
 if __name__ == "__main__":
