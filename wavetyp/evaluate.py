@@ -6,16 +6,16 @@ import argparse
 import json
 import sys
 
-from wavetyp.core.checks import add_common, run_cli
+from wavetyp.core.checks import HelpFormatter, add_common, run_cli
 from wavetyp.core.conditioning import CONDITIONING_LEVELS, DIGIT_NAMES
 from wavetyp.core.errors import UsageError
 from wavetyp.core.scoring import evaluate_nll
 
 
-def parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m wavetyp.evaluate",
                                 description="Test-split NLL of a checkpoint in bits/sample.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     add_common(p)
     p.add_argument("--conditioning", default="none", choices=CONDITIONING_LEVELS + ("each",),
                    help="none | label (digit+speaker) | mel (mel frames only) | all | each "
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
                 json.dump(results, f, indent=2)
         return 0
 
-    return run_cli(parser(), body, argv)
+    return run_cli(build_parser(), body, argv)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import sys
 from wavetyp.analysis.ood_run import OOD_LEVELS, OodConfig
 from wavetyp.analysis.ood_sets import SYNTH_SETS
 from wavetyp.analysis.ood_stats import DEFAULT_ALPHA, DEFAULT_BATCH_SIZES
-from wavetyp.core.checks import add_common, check_output_dir, run_cli
+from wavetyp.core.checks import HelpFormatter, add_common, check_output_dir, run_cli
 from wavetyp.core.errors import UsageError
 from wavetyp.report.ood_page import OUTPUTS, PNG_GAP, PNG_NLL, ood_report, summary_text
 
@@ -20,13 +20,13 @@ DEFAULT_OUT = "samples/ood"
 SHIPPED = "checkpoints/wavetyp-fsdd.pt"
 
 
-def parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m wavetyp.ood",
         description="Out-of-distribution detection with the WaveNet: the likelihood threshold "
                     "against per-file typicality and the batch typicality test, as AUROC and "
                     "detection rates, with histograms and a static HTML page.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     add_common(p)
     p.add_argument("--in", dest="in_paths", action="extend", nargs="+", default=None,
                    metavar="PATH", help="in-distribution files/folders; none: the FSDD test split")
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
               f"{PNG_NLL}, {PNG_GAP}")
         return 0
 
-    return run_cli(parser(), body, argv)
+    return run_cli(build_parser(), body, argv)
 
 
 if __name__ == "__main__":

@@ -10,20 +10,21 @@ from pathlib import Path
 
 import numpy as np
 
-from wavetyp.core.checks import add_common, run_cli
+from wavetyp.core.checks import HelpFormatter, add_common, run_cli
 from wavetyp.core.conditioning import make_cond_spec
 from wavetyp.core.errors import UsageError
 from wavetyp.core.scoring import ScoreResult, expand_paths, score_files
+from wavetyp.data.fsdd import resolve_audio_arg
 from wavetyp.core.typicality import DEFAULT_EPSILON
 
 
-def parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m wavetyp.score",
                                 description="Rescore audio files with the parallel pass: mean NLL, "
                                             "mean entropy, typicality gap and z per file.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     add_common(p)
-    p.add_argument("paths", nargs="+", help="audio files and/or folders")
+    p.add_argument("paths", nargs="+", help="audio files and/or folders; fsdd:NAME names an FSDD recording")
     p.add_argument("--digit", default=None, help="condition on a digit label (0-9 or zero..nine)")
     p.add_argument("--speaker", default=None, help="condition on a speaker name")
     p.add_argument("--mel-self", action="store_true", help="condition each file on its own mel frames")
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
         if a.npz_dir:
             check_output_dir(a.npz_dir)
         from wavetyp.core.runtime import pick_device
-        paths = expand_paths(a.paths)
+        paths = expand_paths([resolve_audio_arg(p) for p in a.paths])
         if not paths:
             raise UsageError("no audio files found in " + ", ".join(a.paths))
         model, _ = load_model(a.checkpoint, pick_device(a.device))
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
             Path(a.json).write_text(json.dumps({"files": rows, "skipped": skipped}, indent=2))
         return 0
 
-    return run_cli(parser(), body, argv)
+    return run_cli(build_parser(), body, argv)
 
 
 if __name__ == "__main__":
