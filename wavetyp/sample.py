@@ -154,6 +154,7 @@ def main(argv=None) -> int:
         plot = "" if a.no_plot else ", traces.png"
         print(f"\nwrote {len(rendered)} WAV/NPZ pairs, summary.json{plot} to {run_dir}/ "
               f"in {time.time() - t0:.1f} s")
+        print(f"listen and inspect the traces: python -m wavetyp.inspect {run_dir}")
         return 0
 
     return run_cli(p, body, argv)
