@@ -240,3 +240,45 @@ def test_cli_bad_input_is_one_line_exit_2(tiny_ckpt, tmp_path, capsys, case):
     if case == "no-mel":
         assert err == "error: this checkpoint has no mel conditioning (use --conditioning none)"
     assert not (tmp_path / "o" / "ood.json").exists()
+
+
+# ------------------------------------------------------------ the gap and joint batch tests
+
+def _synthetic(rng, n, nll_mean, gap_mean, sd=0.05):
+    return rng.normal(nll_mean, sd, n), rng.normal(gap_mean, sd / 2, n)
+
+
+def test_gap_test_sees_what_the_nll_test_misses_and_the_reverse():
+    """Per-file statistics with a known answer: a set whose NLL matches H_hat but whose gap
+    does not is caught by the gap test and missed by the NLL test; a set with the training
+    gap but another NLL level is the reverse; in-distribution batches are flagged at about
+    alpha by all three tests."""
+    from wavetyp.analysis.ood_stats import batch_statistics, bootstrap_threshold, typicality_flag_rates, typicality_null
+    rng = np.random.default_rng(0)
+    pool_nll, pool_gap = _synthetic(rng, 400, 4.0, 0.0)
+    h_hat, g_hat = float(pool_nll.mean()), float(pool_gap.mean())
+    sets = {"gap-shift": _synthetic(rng, 200, 4.0, -0.08), "nll-shift": _synthetic(rng, 200, 4.15, 0.0),
+            "in": _synthetic(rng, 400, 4.0, 0.0)}
+    m, alpha = 5, 0.05
+    null = typicality_null(pool_nll, pool_gap, h_hat, g_hat, m, alpha, 4000, np.random.default_rng(1))
+    thr = bootstrap_threshold(pool_nll, h_hat, m, alpha, 4000, np.random.default_rng(2))
+    rates = {}
+    for name, (nll, gap) in sets.items():
+        nll_rate = float(np.mean(batch_statistics(nll, h_hat, m, 2000, np.random.default_rng(3)) > thr))
+        gap_rate, joint_rate = typicality_flag_rates(null, nll, gap, m, 2000, np.random.default_rng(4))
+        rates[name] = (nll_rate, gap_rate, joint_rate)
+    assert rates["gap-shift"][1] > 0.9 and rates["gap-shift"][0] < 0.2 and rates["gap-shift"][2] > 0.9
+    assert rates["nll-shift"][0] > 0.9 and rates["nll-shift"][1] < 0.2 and rates["nll-shift"][2] > 0.9
+    assert all(0.01 <= r <= 0.10 for r in rates["in"]), rates["in"]
+
+
+def test_typicality_tests_are_seeded():
+    from wavetyp.analysis.ood_stats import typicality_flag_rates, typicality_null
+    rng = np.random.default_rng(5)
+    nll, gap = _synthetic(rng, 100, 4.0, 0.0)
+    runs = []
+    for _ in range(2):
+        null = typicality_null(nll, gap, 4.0, 0.0, 5, 0.05, 500, np.random.default_rng(7))
+        runs.append((null.gap_threshold, null.joint_threshold,
+                     typicality_flag_rates(null, nll + 0.1, gap, 5, 300, np.random.default_rng(8))))
+    assert runs[0] == runs[1]

@@ -23,6 +23,11 @@ batches are resampled from it and the (1 - alpha) quantile of their statistic is
 threshold (alpha = 0.05 by default). A batch is flagged when its statistic exceeds it.
 Reported: the detection rate (fraction of M-file OOD batches flagged) at M = 1, 5, 10 and
 the false-positive rate on M-file batches of in-distribution test files.
+
+Beside it, the same bootstrap on the per-file gap (the model's own entropy along the file is
+the reference, so no H_hat of another set is needed): |mean per-file gap - G_hat|, G_hat the
+training files' mean gap; and a joint test, Fisher's combination of the two statistics'
+bootstrap p-values, whose threshold is itself bootstrapped (the two are correlated).
 """
 from __future__ import annotations
 
@@ -78,15 +83,20 @@ def batch_statistics(values, h_hat: float, m: int, n_batches: int, rng: np.rando
     v = np.asarray(values, dtype=np.float64)
     if m < 1 or v.size == 0:
         raise ValueError("need m >= 1 and at least one value")
+    return np.abs(v[batch_index(v.size, m, n_batches, rng, replace)].mean(axis=1) - h_hat)
+
+
+def batch_index(n: int, m: int, n_batches: int, rng: np.random.Generator,
+                replace: bool = False) -> np.ndarray:
+    """(batches, M) file indices: M = 1 without replacement is every file once; otherwise
+    `n_batches` random batches of distinct files (with replacement if asked or n < M)."""
     if m == 1 and not replace:
-        return np.abs(v - h_hat)
-    if replace or v.size < m:
-        idx = rng.integers(0, v.size, size=(n_batches, m))
-    elif n_batches * v.size <= 2_000_000:
-        idx = np.argsort(rng.random((n_batches, v.size)), axis=1)[:, :m]
-    else:
-        idx = np.stack([rng.choice(v.size, m, replace=False) for _ in range(n_batches)])
-    return np.abs(v[idx].mean(axis=1) - h_hat)
+        return np.arange(n)[:, None]
+    if replace or n < m:
+        return rng.integers(0, n, size=(n_batches, m))
+    if n_batches * n <= 2_000_000:
+        return np.argsort(rng.random((n_batches, n)), axis=1)[:, :m]
+    return np.stack([rng.choice(n, m, replace=False) for _ in range(n_batches)])
 
 
 def bootstrap_threshold(pool, h_hat: float, m: int, alpha: float = DEFAULT_ALPHA,
@@ -105,6 +115,64 @@ def flag_rate(values, h_hat: float, m: int, threshold: float, n_batches: int = 1
     """Fraction of M-file batches of `values` whose statistic exceeds the threshold."""
     rng = rng if rng is not None else np.random.default_rng(0)
     return float(np.mean(batch_statistics(values, h_hat, m, n_batches, rng) > threshold))
+
+
+# ------------------------------------------------------------------ the gap and joint batch tests
+
+def p_values(null: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """Bootstrap p-values: (1 + #{null >= s}) / (1 + #null), null sorted ascending."""
+    return (1.0 + null.size - np.searchsorted(null, stats, side="left")) / (1.0 + null.size)
+
+
+def fisher(p1: np.ndarray, p2: np.ndarray) -> np.ndarray:
+    """Fisher's combination -2 (ln p1 + ln p2); calibrated by bootstrap below, since the two
+    statistics of one batch are not independent."""
+    return -2.0 * (np.log(p1) + np.log(p2))
+
+
+@dataclass
+class TypicalityNull:
+    """The null of the two batch statistics, |mean per-file NLL - H_hat| and |mean per-file
+    gap - G_hat|, over M-file batches resampled from held-out training files, and the
+    (1 - alpha) thresholds of the gap test and of the joint (Fisher) test."""
+    h_hat: float
+    g_hat: float
+    nll_null: np.ndarray          # sorted
+    gap_null: np.ndarray          # sorted
+    gap_threshold: float
+    joint_threshold: float
+
+    def stats(self, nll, gap, idx):
+        return (np.abs(nll[idx].mean(axis=1) - self.h_hat), np.abs(gap[idx].mean(axis=1) - self.g_hat))
+
+    def flags(self, nll, gap, idx) -> tuple[np.ndarray, np.ndarray]:
+        """(gap test flags, joint test flags) for the batches `idx` of these files."""
+        s_nll, s_gap = self.stats(nll, gap, idx)
+        joint = fisher(p_values(self.nll_null, s_nll), p_values(self.gap_null, s_gap))
+        return s_gap > self.gap_threshold, joint > self.joint_threshold
+
+
+def typicality_null(pool_nll, pool_gap, h_hat: float, g_hat: float, m: int, alpha: float,
+                    n_boot: int, rng: np.random.Generator) -> TypicalityNull:
+    """Bootstrap both statistics on the same resampled batches; the joint test's threshold
+    comes from a second, independent set of bootstrap batches scored against the first."""
+    nll, gap = np.asarray(pool_nll, np.float64), np.asarray(pool_gap, np.float64)
+    null = TypicalityNull(h_hat, g_hat, np.empty(0), np.empty(0), 0.0, 0.0)
+    s_nll, s_gap = null.stats(nll, gap, batch_index(nll.size, m, n_boot, rng, replace=True))
+    null.nll_null, null.gap_null = np.sort(s_nll), np.sort(s_gap)
+    null.gap_threshold = float(np.quantile(s_gap, 1.0 - alpha))
+    c_nll, c_gap = null.stats(nll, gap, batch_index(nll.size, m, n_boot, rng, replace=True))
+    calib = fisher(p_values(null.nll_null, c_nll), p_values(null.gap_null, c_gap))
+    null.joint_threshold = float(np.quantile(calib, 1.0 - alpha))
+    return null
+
+
+def typicality_flag_rates(null: TypicalityNull, nll, gap, m: int, n_batches: int,
+                          rng: np.random.Generator) -> tuple[float, float]:
+    """(gap test, joint test) fraction of M-file batches of these files that are flagged."""
+    nll, gap = np.asarray(nll, np.float64), np.asarray(gap, np.float64)
+    g, j = null.flags(nll, gap, batch_index(nll.size, m, n_batches, rng))
+    return float(g.mean()), float(j.mean())
 
 
 # ------------------------------------------------------------------ per-file scores
@@ -166,7 +234,31 @@ def evaluate(in_scores: list[FileScore], ood: dict[str, list[FileScore]],
             if len(scores) < m:
                 bt["resampled"].setdefault(name, []).append(m)
     res["batch_test"] = bt
+    res["gap_batch_test"] = _typicality_tests(in_scores, ood, ref_h, ref_pool, h_hat, alpha,
+                                              batch_sizes, n_boot, n_batches, seed)
     return res
+
+
+def _typicality_tests(in_scores, ood, ref_h, ref_pool, h_hat, alpha, batch_sizes, n_boot,
+                      n_batches, seed) -> dict:
+    """The gap test and the joint test at every M (their own seeded streams, so the NLL
+    test's numbers are those it had alone)."""
+    g_hat = float(np.mean(column(ref_h, "gap_bits")))
+    pool = column(ref_pool, "mean_nll_bits"), column(ref_pool, "gap_bits")
+    sets = {"in": in_scores, **ood}
+    cols = {k: (column(v, "mean_nll_bits"), column(v, "gap_bits")) for k, v in sets.items()}
+    out = {"g_hat_bits": g_hat, "joint": "Fisher's -2 ln(p_nll p_gap), threshold by bootstrap",
+           "threshold_gap": {}, "threshold_joint": {}, "fpr_in": {"gap": {}, "joint": {}},
+           "detection": {n: {"gap": {}, "joint": {}} for n in ood}}
+    for j, m in enumerate(batch_sizes):
+        rng = np.random.default_rng([seed, 2000 + j])
+        null = typicality_null(*pool, h_hat, g_hat, m, alpha, n_boot, rng)
+        out["threshold_gap"][str(m)], out["threshold_joint"][str(m)] = null.gap_threshold, null.joint_threshold
+        for name, (nll, gap) in cols.items():
+            g, jt = typicality_flag_rates(null, nll, gap, m, n_batches, rng)
+            dst = out["fpr_in"] if name == "in" else out["detection"][name]
+            dst["gap"][str(m)], dst["joint"][str(m)] = g, jt
+    return out
 
 
 def _set_stats(scores: list[FileScore]) -> dict:

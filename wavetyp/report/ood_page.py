@@ -35,11 +35,20 @@ def batch_table_rows(res: dict, in_label: str) -> tuple[list[str], list[list[str
     bt = res["batch_test"]
     ms = list(bt["fpr_in"])
     head = ["set"] + [f"M={m}" for m in ms]
-    rows = [[f"{s} (detection rate)"] + [f"{100 * bt['detection'][s][m]:.0f}%" for m in ms]
+    rows = [[f"{s} (NLL test)"] + [f"{100 * bt['detection'][s][m]:.0f}%" for m in ms]
             for s in bt["detection"]]
-    rows.append([f"{in_label} test (false-positive rate)"]
+    rows.append([f"{in_label} test (NLL test: false-positive rate)"]
                 + [f"{100 * bt['fpr_in'][m]:.1f}%" for m in ms])
     rows.append(["threshold on |mean NLL - H_hat| (bits)"] + [f"{bt['threshold'][m]:.3f}" for m in ms])
+    gt = res.get("gap_batch_test")
+    if gt:
+        for test, label in (("gap", "gap test"), ("joint", "joint NLL + gap test")):
+            rows += [[f"{s} ({label})"] + [f"{100 * gt['detection'][s][test][m]:.0f}%" for m in ms]
+                     for s in gt["detection"]]
+            rows.append([f"{in_label} test ({label}: false-positive rate)"]
+                        + [f"{100 * gt['fpr_in'][test][m]:.1f}%" for m in ms])
+        rows.append(["threshold on |mean gap - G_hat| (bits)"]
+                    + [f"{gt['threshold_gap'][m]:.3f}" for m in ms])
     return head, rows
 
 
