@@ -116,7 +116,7 @@ def test_modules_stay_readable():
 
 
 CLIS = ["sample", "score", "evaluate", "train", "demo", "ood", "toys", "bench", "export", "recognize",
-        "data.__main__"]
+        "gpu_round", "data.__main__"]
 
 
 @pytest.mark.parametrize("name", CLIS)
