@@ -116,7 +116,7 @@ def test_modules_stay_readable():
 
 
 CLIS = ["sample", "score", "evaluate", "train", "demo", "ood", "toys", "bench", "export", "recognize", "inspect",
-        "data.__main__"]
+        "gpu_round", "listen", "data.__main__"]
 
 
 @pytest.mark.parametrize("name", CLIS)
