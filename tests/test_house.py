@@ -115,7 +115,7 @@ def test_modules_stay_readable():
     assert not long, long
 
 
-CLIS = ["sample", "score", "evaluate", "train", "demo", "ood", "toys", "bench", "export", "recognize",
+CLIS = ["sample", "score", "evaluate", "train", "demo", "ood", "toys", "bench", "export", "recognize", "listen",
         "data.__main__"]
 
 
