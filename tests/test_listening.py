@@ -183,3 +183,18 @@ def test_quick_cli_writes_table_json_and_figure(tmp_path, tiny_recognizer, capsy
 def test_cli_rejects_bad_settings(capsys):
     assert listen.main(["--settings", "tau7", "--out", "/tmp/x-never"]) == 2
     assert "unknown setting" in capsys.readouterr().err
+
+
+def test_paired_differences_are_taken_unit_by_unit():
+    rows = []
+    for u in range(6):
+        for s, shift in (("tau1", 0.0), ("greedy", -0.5), ("same", 0.0)):
+            for k in range(3):
+                v = float(u) + k + shift                    # large spread between units
+                rows.append({"level": "label", "unit": f"u{u}", "setting": s,
+                             **{m: v for m in L.MEASURES}})
+    diffs = {d["setting"]: d for d in L.paired_differences(rows, n_boot=300)}
+    assert set(diffs) == {"greedy", "same"}
+    g = diffs["greedy"]["gap_bits"]
+    assert g["mean"] == pytest.approx(-0.5) and g["low"] == pytest.approx(-0.5) and g["high"] == pytest.approx(-0.5)
+    assert diffs["same"]["p_digit"]["mean"] == 0.0 and diffs["same"]["p_digit"]["units"] == 6

@@ -107,25 +107,36 @@ def plan_text(plan, counts) -> str:
     from wavetyp.analysis.listening import BEAM
     parts = []
     for lv, c in counts.items():
-        per = sorted(set(v for k, v in c["renders"].items() if k != BEAM))
+        per = sorted({v for k, v in c["renders"].items() if k != BEAM})
         parts.append(f"{lv}: {c['units']} units, {'/'.join(map(str, per))} renders per sampled setting, "
                      f"{c['renders'].get(BEAM, 0)} beam")
-    return (f"{len(plan.settings)} sampled settings + beam; label renders {plan.seconds:g} s, "
-            f"{plan.renders} per digit; vocoder {plan.recordings} recording(s) per digit x {plan.draws} "
-            f"draw(s){'' if plan.vocoder_seconds is None else f', cut to {plan.vocoder_seconds:g} s'}; "
-            f"beam on {plan.beam_items} condition(s) per level"
-            f"{'' if plan.beam_seconds is None else f' ({plan.beam_seconds:g} s)'}; " + "; ".join(parts))
+    what = []
+    if {"label", "speaker"} & set(plan.levels):
+        what.append(f"label levels: {plan.renders} render(s) per digit, {plan.seconds:g} s")
+    if "vocoder" in plan.levels:
+        what.append(f"vocoder: {plan.recordings} recording(s) per digit x {plan.draws} draw(s)"
+                    + ("" if plan.vocoder_seconds is None else f", cut to {plan.vocoder_seconds:g} s"))
+    beam = (f"beam on {plan.beam_items} condition(s) per level"
+            + ("" if plan.beam_seconds is None else f" ({plan.beam_seconds:g} s)"))
+    return "; ".join([f"{len(plan.settings)} sampled settings", *what, beam, *parts])
 
 
 def run(a) -> int:
     import torch
 
-    from wavetyp.analysis.listening import aggregate, plan_counts, plan_items, plan_samples, run_plan
+    from wavetyp.analysis.listening import (
+        aggregate,
+        paired_differences,
+        plan_counts,
+        plan_items,
+        plan_samples,
+        run_plan,
+    )
     from wavetyp.analysis.recognizer import load_recognizer
     from wavetyp.core.checkpoint import load_model
     from wavetyp.core.runtime import cpu_model, pick_device
     from wavetyp.data.fsdd import load_fsdd_test
-    from wavetyp.report.listening_page import FILES, markdown_table, write_report
+    from wavetyp.report.listening_page import FILES, difference_table, markdown_table, write_report
     t0 = time.time()
     for flag in ("renders", "recordings", "draws", "threads", "bootstrap"):
         check_count(f"--{flag}", getattr(a, flag))
@@ -146,17 +157,27 @@ def run(a) -> int:
     print(f"plan: {text}\nsamples to generate: {plan_samples(items, plan.settings)}", flush=True)
     rows = run_plan(model, items, plan.settings, recognizer, plan.seed, progress=not a.no_progress)
     cells = aggregate(rows, a.bootstrap, plan.seed)
+    diffs = paired_differences(rows, n_boot=a.bootstrap, seed=plan.seed)
     meta = {"checkpoint": str(a.checkpoint or "shipped"), "recognizer": str(a.recognizer or "shipped"),
             "cpu": cpu_model(), "device": str(dev), "threads": a.threads, "quick": a.quick,
             "wall_seconds": time.time() - t0, "plan_text": text, "counts": counts,
             "settings": [s.to_dict() | {"name": s.name} for s in plan.settings],
             "plan": {k: v for k, v in vars(plan).items() if k != "settings"}, "bootstrap": a.bootstrap,
             "command": " ".join(sys.argv)}
-    files = write_report(out, cells, rows, meta)
+    files = write_report(out, cells, rows, meta, diffs)
     print(markdown_table(cells))
+    print("\n" + difference_table(diffs))
     print(f"\nwrote {', '.join(str(f) for f in files)} ({len(rows)} renders) in "
           f"{(time.time() - t0) / 60:.1f} min on {cpu_model()}")
     return 0
+
+
+def meta_plan_text(meta: dict) -> str:
+    """A saved run's plan in words, rebuilt from its plan and counts (its own text otherwise)."""
+    from types import SimpleNamespace
+    if "plan" not in meta or "counts" not in meta:
+        return meta.get("plan_text", "")
+    return plan_text(SimpleNamespace(**meta["plan"], settings=meta.get("settings", [])), meta["counts"])
 
 
 def combine(a) -> int:
@@ -164,8 +185,8 @@ def combine(a) -> int:
     import json
     from pathlib import Path
 
-    from wavetyp.analysis.listening import aggregate
-    from wavetyp.report.listening_page import FILES, markdown_table, write_report
+    from wavetyp.analysis.listening import aggregate, paired_differences
+    from wavetyp.report.listening_page import FILES, difference_table, markdown_table, write_report
     check_count("--bootstrap", a.bootstrap)
     out = check_output_dir(a.out, a.overwrite, expect=list(FILES))
     rows, metas = [], []
@@ -177,12 +198,14 @@ def combine(a) -> int:
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise UsageError(f"{f}: not a listening.json ({type(e).__name__})") from None
     cells = aggregate(rows, a.bootstrap, a.seed)
+    diffs = paired_differences(rows, n_boot=a.bootstrap, seed=a.seed)
     meta = {"checkpoint": metas[0].get("checkpoint"), "recognizer": metas[0].get("recognizer"),
             "cpu": metas[0].get("cpu"), "wall_seconds": sum(m.get("wall_seconds") or 0 for m in metas),
-            "plan_text": " | ".join(m.get("plan_text", "") for m in metas), "combined": metas,
+            "plan_text": " | ".join(meta_plan_text(m) for m in metas), "combined": metas,
             "bootstrap": a.bootstrap, "command": " ".join(sys.argv)}
-    files = write_report(out, cells, rows, meta)
+    files = write_report(out, cells, rows, meta, diffs)
     print(markdown_table(cells))
+    print("\n" + difference_table(diffs))
     print(f"\nwrote {', '.join(str(f) for f in files)} ({len(rows)} renders from {len(metas)} runs)")
     return 0
 

@@ -313,3 +313,30 @@ def run_plan(model, items: list[Item], settings, recognizer, seed: int = 0,
                                 dynamic_ncols=True)):
         rows += render_item(model, it, settings, seed + 100 * i, recognizer)
     return rows
+
+
+def paired_differences(rows: list[dict], baseline: str = "tau1", n_boot: int = N_BOOT,
+                       seed: int = 0) -> list[dict]:
+    """Per (level, setting) other than the baseline: the mean over units of (the unit's mean
+    under the setting - its mean under the baseline) and a bootstrap interval over units.
+    Paired by unit (the same digits/recordings), so it is sharper than comparing two
+    intervals of the table; units missing from either side are left out."""
+    means: dict = {}
+    for r in rows:
+        for m in MEASURES:
+            if r[m] is not None and np.isfinite(r[m]):
+                means.setdefault((r["level"], r["setting"], m), {}).setdefault(r["unit"], []).append(r[m])
+    cells = list(dict.fromkeys((r["level"], r["setting"]) for r in rows))
+    out = []
+    for level, setting in cells:
+        if setting == baseline or not any(lv == level and s == baseline for lv, s in cells):
+            continue
+        cell = {"level": level, "setting": setting, "baseline": baseline}
+        for m in MEASURES:
+            base = {u: np.mean(v) for u, v in means.get((level, baseline, m), {}).items()}
+            mine = {u: np.mean(v) for u, v in means.get((level, setting, m), {}).items()}
+            units = [u for u in mine if u in base]
+            mean, lo, hi, n = cluster_bootstrap([mine[u] - base[u] for u in units], units, n_boot, seed)
+            cell[m] = {"mean": mean, "low": lo, "high": hi, "units": n}
+        out.append(cell)
+    return out

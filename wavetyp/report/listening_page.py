@@ -61,6 +61,30 @@ def markdown_table(cells: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def difference_table(diffs: list[dict]) -> str:
+    """Paired differences to the baseline setting: mean [95 % interval] over shared units."""
+    if not diffs:
+        return ""
+    levels = [lv for lv in LEVELS if any(c["level"] == lv for c in diffs)]
+    cols = [c for c in COLUMNS if c[0] not in ("gap_bits", "z") and (c[0] != "mel_db" or "vocoder" in levels)]
+    fmts = {"accuracy": "{:+.0%}", "p_digit": "{:+.2f}", "silence_frac": "{:+.2f}", "mel_db": "{:+.1f}"}
+    head = ["level", "setting", "units"] + [f"{h} - {diffs[0]['baseline']}" for _, h, _ in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for lv in levels:
+        for c in (c for c in diffs if c["level"] == lv):
+            vals = [lv, c["setting"], str(c["accuracy"]["units"])]
+            for m, _, f in cols:
+                cell = c[m]
+                if m == "accuracy" and cell["mean"] is not None and math.isfinite(cell["mean"]):
+                    lo, hi = cell["low"] * 100, cell["high"] * 100
+                    vals.append(f"{cell['mean'] * 100:+.0f} pp [{lo:+.0f}, {hi:+.0f}]" if hi > lo
+                                else f"{cell['mean'] * 100:+.0f} pp")
+                else:
+                    vals.append("" if m == "mel_db" and lv != "vocoder" else cell_text(cell, fmts.get(m, f)))
+            lines.append("| " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
 def _temperature(setting: str) -> float | None:
     """Greedy -> 0, 'tau0.7' -> 0.7; None for every filtered setting and beam."""
     if setting == "greedy":
@@ -120,18 +144,23 @@ def draw_figure(cells: list[dict], path) -> None:
     os.replace(tmp, path)
 
 
-def write_report(out_dir, cells: list[dict], rows: list[dict], meta: dict) -> list[Path]:
-    """listening.md (table + what was run), listening.json (meta, cells, rows), listening.png."""
+def write_report(out_dir, cells: list[dict], rows: list[dict], meta: dict,
+                 diffs: list[dict] | None = None) -> list[Path]:
+    """listening.md (tables + what was run), listening.json (meta, cells, paired differences,
+    rows), listening.png."""
     out = Path(out_dir)
     md = ["# Listening by recognizer", "",
-          f"Checkpoint: {meta.get('checkpoint')}; recognizer: {meta.get('recognizer')}; "
-          f"CPU: {meta.get('cpu')}; wall time {meta.get('wall_seconds', float('nan')) / 60:.1f} min.", "",
+          (f"Checkpoint: {meta.get('checkpoint')}; recognizer: {meta.get('recognizer')}; "
+          f"CPU: {meta.get('cpu')}; wall time {meta.get('wall_seconds', float('nan')) / 60:.1f} min."), "",
           f"Plan: {meta.get('plan_text', '')}", "",
-          "Every cell: mean over units (digits at the label levels, recordings at the vocoder level) "
-          "[95 % bootstrap interval over units].", "", markdown_table(cells), ""]
+          ("Every cell: mean over units (digits at the label levels, recordings at the vocoder level) "
+          "[95 % bootstrap interval over units]."), "", markdown_table(cells), ""]
+    if diffs:
+        md += [(f"Paired by unit: each setting minus {diffs[0]['baseline']} on the same digits/recordings "
+               "(mean [95 % bootstrap interval over units])."), "", difference_table(diffs), ""]
     (out / FILES[0]).write_text("\n".join(md))
     tmp = out / (FILES[1] + ".tmp")
-    tmp.write_text(json.dumps(json_safe({"meta": meta, "cells": cells, "rows": rows}), indent=1))
+    tmp.write_text(json.dumps(json_safe({"meta": meta, "cells": cells, "differences": diffs or [], "rows": rows}), indent=1))
     os.replace(tmp, out / FILES[1])
     draw_figure(cells, out / FILES[2])
     return [out / f for f in FILES]
