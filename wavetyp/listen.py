@@ -203,6 +203,8 @@ def combine(a) -> int:
             "cpu": metas[0].get("cpu"), "wall_seconds": sum(m.get("wall_seconds") or 0 for m in metas),
             "plan_text": " | ".join(meta_plan_text(m) for m in metas), "combined": metas,
             "bootstrap": a.bootstrap, "command": " ".join(sys.argv)}
+    walls = ", ".join(f"{(m.get('wall_seconds') or 0) / 60:.1f}" for m in metas)
+    meta["wall_text"] = f"{walls} min for the {len(metas)} run(s) (side by side or one after another)"
     files = write_report(out, cells, rows, meta, diffs)
     print(markdown_table(cells))
     print("\n" + difference_table(diffs))

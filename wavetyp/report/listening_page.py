@@ -151,7 +151,8 @@ def write_report(out_dir, cells: list[dict], rows: list[dict], meta: dict,
     out = Path(out_dir)
     md = ["# Listening by recognizer", "",
           (f"Checkpoint: {meta.get('checkpoint')}; recognizer: {meta.get('recognizer')}; "
-          f"CPU: {meta.get('cpu')}; wall time {meta.get('wall_seconds', float('nan')) / 60:.1f} min."), "",
+          f"CPU: {meta.get('cpu')}; wall time "
+           + meta.get("wall_text", f"{meta.get('wall_seconds', float('nan')) / 60:.1f} min") + "."), "",
           f"Plan: {meta.get('plan_text', '')}", "",
           ("Every cell: mean over units (digits at the label levels, recordings at the vocoder level) "
           "[95 % bootstrap interval over units]."), "", markdown_table(cells), ""]
