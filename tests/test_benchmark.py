@@ -128,7 +128,7 @@ def test_cli_speed_paths_on_a_tiny_checkpoint(tiny_ckpt, tmp_path, capsys):
     text = capsys.readouterr().out
     assert text.startswith("speed-only paths, one-process A/B")
     result = json.loads(out.read_text())
-    assert len(result["rows"]) == 5 and all(r["gain"] > 0 for r in result["rows"])
+    assert len(result["rows"]) == 4 and all(r["gain"] > 0 for r in result["rows"])
     assert all(r["path"] in text for r in result["rows"])
     assert result["checkpoint_note"] == f"checkpoint {tiny_ckpt}"
 

@@ -37,30 +37,26 @@ def conditionings(model, codes):
 
 
 @pytest.mark.parametrize("kernel_size,batch", [(2, 1), (2, 3), (3, 1), (3, 3)])
-@pytest.mark.parametrize("far_chunk", [0, 2, 4])
-def test_incremental_equals_parallel_for_every_conditioning(kernel_size, batch, far_chunk):
+def test_incremental_equals_parallel_for_every_conditioning(kernel_size, batch):
     """Both layouts of the cache's past taps (a view at batch 1 or kernel 2, else a per-step
-    copy), with every layer fetching its taps per step (0) or far layers per chunk (2, 4)."""
+    copy), for every conditioning."""
     torch.manual_seed(1)
     model = WaveNet(tiny_config(kernel_size=kernel_size)).eval()
     codes = torch.randint(0, 256, (batch, 3 * model.cfg.receptive_field + 17))
-    cache = GenerationCache(model, batch, far_chunk=far_chunk)
-    assert len(cache.far) == {0: 0, 2: 4, 4: 2}[far_chunk]     # dilations 1, 2, 4 twice
     for name, cond in conditionings(model, codes).items():
         with torch.no_grad():
             par = model(codes, cond)
-        inc = teacher_forced_logits(model, codes, cond, far_chunk=far_chunk)
+        inc = teacher_forced_logits(model, codes, cond)
         err = (par - inc).abs().max().item()
         assert err <= 1e-4, (name, err)
 
 
 def test_scripted_sampling_loop_equals_the_python_one(tiny_model, monkeypatch):
     """The TorchScript chunk loop and the plain-Python one give the same codes and logs
-    (mel conditioning, priming, greedy and tempered streams, far layers on)."""
+    (mel conditioning, priming, greedy and tempered streams)."""
     from wavetyp.core import fastloop as fastloop
     scripted = fastloop.scripted_run_steps()
     assert isinstance(scripted, torch.jit.ScriptFunction)      # the fast path is really on here
-    monkeypatch.setattr("wavetyp.core.cache.FAR_CHUNK", 2)
     codes = torch.randint(0, 256, (1, 400))
     cond = Conditioning(digit=torch.tensor([3, 3, 3]), mel=tiny_model.log_mel(codes).expand(3, -1, -1))
     settings = [DecodeSettings(0.0), DecodeSettings(1.0), DecodeSettings(0.6)]
@@ -189,10 +185,7 @@ def test_cache_memory_is_flat_in_length(tiny_model):
     assert cache.buf.numel() == size0 and cache.P >= tiny_model.cfg.receptive_field // 2
 
 
-@pytest.mark.parametrize("far_chunk", [0, 2])
-def test_beam_search_finds_at_least_the_greedy_likelihood(tiny_model, far_chunk, monkeypatch):
-    """With far_chunk 2 the beams' reordering must also reorder the precomputed far taps."""
-    monkeypatch.setattr("wavetyp.core.cache.FAR_CHUNK", far_chunk)
+def test_beam_search_finds_at_least_the_greedy_likelihood(tiny_model):
     n = 60
     greedy = generate(tiny_model, [DecodeSettings(0.0)], n)[0]
     beam = beam_search(tiny_model, 4, n)
@@ -205,15 +198,14 @@ def test_beam_search_finds_at_least_the_greedy_likelihood(tiny_model, far_chunk,
     assert np.allclose(beam.nll_bits, nll.numpy(), atol=1e-3)
 
 
-@pytest.mark.parametrize("far_chunk", [0, 2])
-def test_reorder_continues_the_chosen_streams_histories(far_chunk):
+def test_reorder_continues_the_chosen_streams_histories():
     """After reorder(index), stream i continues exactly as if it had always been stream
-    index[i] (ring buffer and, mid-chunk, the far layers' precomputed taps)."""
+    index[i] (its ring buffer)."""
     torch.manual_seed(2)
     model = WaveNet(tiny_config(kernel_size=3)).eval()
     codes = torch.randint(0, 256, (3, 61))
     index = torch.tensor([2, 0, 0])
-    cache = GenerationCache(model, 3, far_chunk=far_chunk)
+    cache = GenerationCache(model, 3)
     x = torch.full((3,), SILENCE_CODE)
     with torch.no_grad():
         for t in range(41):                      # 41: the reorder lands mid-chunk
@@ -222,7 +214,7 @@ def test_reorder_continues_the_chosen_streams_histories(far_chunk):
         cache.reorder(index)
         got = torch.stack([cache.step(x := codes[index, t - 1]) for t in range(41, 61)], 1)
         # got[:, i] is the prediction at time 41 + i; the caller fed codes[index, 40 + i]
-    want = teacher_forced_logits(model, codes[index], far_chunk=far_chunk)[:, 41:61]
+    want = teacher_forced_logits(model, codes[index])[:, 41:61]
     assert (got - want).abs().max().item() <= 1e-4
 
 

@@ -1,6 +1,6 @@
 """Does each speed-only path still pay? One-process A/B on the shipped model.
 
-Every path that exists only for speed (far-layer chunking and the TorchScript chunk loop in
+Every path that exists only for speed (the TorchScript chunk loop in
 the sampler; the hand-written CPU training stack and its compiled gate) is timed against the
 same code with that path switched off, interleaved A, B, A, B ... in one process, so both
 arms see the same machine load. Each figure is the median over the repeats; the ratio is
@@ -15,7 +15,6 @@ from contextlib import contextmanager
 
 import torch
 
-import wavetyp.core.cache as cache_mod
 import wavetyp.core.generate as generate_mod
 from wavetyp.core import faststack
 from wavetyp.core.conditioning import build_conditioning
@@ -70,19 +69,17 @@ def run(model, n_steps: int = 4000, repeats: int = 5, train_batch: int = 8, trai
         log=print) -> dict:
     """All A/Bs on `model` (CPU). Sampling rows are samples/s; training rows seconds/step."""
     rows = []
-    # sampling, one stream: far layers fetch their past taps once per 8 steps (vs every step)
-    rows.append(ab("sampling B=1: far-layer chunking (samples/s)",
-                   lambda: sampling_rate(model, n_steps),
-                   lambda: _with(cache_mod, "FAR_CHUNK", 0, lambda: sampling_rate(model, n_steps)),
-                   repeats, log))
+    # (far-layer chunking, which fetched far layers' past taps once per 8 steps, measured
+    # 1.01x at B=1 and 1.00x at B=16 here and was removed; docs/performance.md)
     rows.append(ab("sampling B=1: TorchScript chunk loop (samples/s)",
                    lambda: sampling_rate(model, n_steps),
                    lambda: _with(generate_mod, "scripted_run_steps", lambda: run_steps,
                                  lambda: sampling_rate(model, n_steps)),
                    repeats, log))
-    rows.append(ab("sampling B=16: far-layer chunking (samples/s)",
+    rows.append(ab("sampling B=16: TorchScript chunk loop (samples/s)",
                    lambda: sampling_rate(model, n_steps // 4, 16),
-                   lambda: _with(cache_mod, "FAR_CHUNK", 0, lambda: sampling_rate(model, n_steps // 4, 16)),
+                   lambda: _with(generate_mod, "scripted_run_steps", lambda: run_steps,
+                                 lambda: sampling_rate(model, n_steps // 4, 16)),
                    repeats, log))
     g = torch.Generator().manual_seed(0)
     codes = torch.randint(0, 256, (train_batch, train_length), generator=g)

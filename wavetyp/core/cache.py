@@ -2,10 +2,9 @@
 
 Every dilated layer needs its own input at t - j*d for the k-1 past taps. Those are known
 before the step starts, so one gather fetches the past taps of all layers and one batched
-matmul turns them into every layer's gate input (layers with dilation >= FAR_CHUNK know
-them FAR_CHUNK steps ahead and do this once per chunk); within the step each layer then
-does one small matmul for the current tap, the gate, and one residual matmul, and one
-matmul at the end sums every layer's skip output. Work per step is O(layers), independent
+matmul turns them into every layer's gate input; within the step each layer then does one
+small matmul for the current tap, the gate, and one residual matmul, and one matmul at the
+end sums every layer's skip output. Work per step is O(layers), independent
 of the receptive field and of how much has been generated; memory is flat in length. The
 step itself lives in fastloop.py. The cache is a class the caller owns.
 """
@@ -20,7 +19,6 @@ from wavetyp.core.conditioning import Conditioning
 from wavetyp.core.fastloop import StepState, step_core
 from wavetyp.core.model import WaveNet
 
-FAR_CHUNK = 8  # steps whose past taps far layers fetch at once (measured: `python -m wavetyp.bench`)
 
 
 class GenerationCache:
@@ -31,8 +29,7 @@ class GenerationCache:
     """
 
     @torch.no_grad()   # plain tensors (not inference tensors), so step() works in any mode
-    def __init__(self, model: WaveNet, batch: int, cond: Conditioning | None = None,
-                 far_chunk: int | None = None):
+    def __init__(self, model: WaveNet, batch: int, cond: Conditioning | None = None):
         cfg = model.cfg
         p = next(model.parameters())
         dev, dt = p.device, p.dtype
@@ -76,88 +73,43 @@ class GenerationCache:
         max_lag = (k - 1) * max(cfg.dilations)
         self.P = 1 << max(1, math.ceil(math.log2(max_lag + 1)))
         self.buf = torch.zeros(L, self.P, batch, R, device=dev, dtype=dt)
-        # "Far" layers (dilation >= C) have every past tap of the next C steps in the buffer
-        # already (lag >= d >= C), so their past-tap matmuls run once per C steps, as one
-        # (C*B)-row matmul instead of C one-row ones: at batch 1 each weight matrix is then
-        # read once per C steps. "Near" layers (dilation < C) do theirs every step.
-        far_chunk = FAR_CHUNK if far_chunk is None else far_chunk
-        C = far_chunk if 2 <= far_chunk <= self.P // 2 else 0
-        near = [l for l, d in enumerate(cfg.dilations) if not C or d < C]
-        far = [l for l, d in enumerate(cfg.dilations) if C and d >= C]
-        self.far = far                                   # reorder() and tests need it
         # gate-input bias: constant (no mel), or per step lerped between mel frames
         mel = bias_all.dim() == 4                           # (F, L, B, 2G) frames vs (L, B, 2G)
-        zeros = lambda n: torch.zeros(n, batch, 2 * G, device=dev, dtype=dt)  # noqa: E731
-        empty = torch.zeros(0, device=dev, dtype=dt)
         if mel:
-            frames_near, frames_far = bias_all[:, near].contiguous(), bias_all[:, far].contiguous()
-            bias_near, bias_far = zeros(len(near)), zeros(len(far))
-            chunk_bias = torch.zeros(1, device=dev, dtype=dt)          # mel bias added per step
+            frames, bias = bias_all, torch.zeros(L, batch, 2 * G, device=dev, dtype=dt)
         else:
-            frames_near = frames_far = bias_far = empty
-            bias_near = bias_all[near].contiguous()
-            chunk_bias = bias_all[far].repeat(1, max(C, 1), 1)         # (Lf, C*B, 2G)
+            frames, bias = torch.zeros(0, device=dev, dtype=dt), bias_all
+        # gather table: time (mod P) -> flat buf rows of every layer's past taps, (layer, lag)
         t = torch.arange(self.P, device=dev)
-
-        def rows(layers, steps):
-            """Gather table: start time (mod P) -> flat buf rows of every past tap, ordered
-            (layer, step, lag) so one gather fetches all of them."""
-            d = torch.tensor([cfg.dilations[l] for l in layers], device=dev, dtype=torch.long)
-            base_rows = torch.tensor(layers, device=dev, dtype=torch.long) * self.P
-            lag = torch.arange(1, k, device=dev)
-            s = torch.arange(steps, device=dev)
-            pos = (t[:, None, None, None] + s[None, None, :, None]
-                   - lag[None, None, None, :] * d[None, :, None, None]) % self.P
-            return (pos + base_rows[None, :, None, None]).reshape(self.P, -1).contiguous()
-
-        def past_layout(n_layers, steps):
-            """Buffers for one gather and its matmul view (Ln, steps*B, (k-1)R). That is a view
-            of the gather at B = 1 or k = 2 (`.view` raises otherwise); else a copy reorders it."""
-            g = torch.zeros(n_layers * steps * (k - 1), batch, R, device=dev, dtype=dt)
-            src = g.view(n_layers, steps, k - 1, batch, R).transpose(2, 3)   # (Ln, s, B, k-1, R)
-            if batch == 1 or k == 2:
-                return g, src.reshape(n_layers, steps * batch, (k - 1) * R), None
-            past = torch.zeros(n_layers, steps * batch, (k - 1) * R, device=dev, dtype=dt)
-            return g, past, (past.view(n_layers, steps, batch, k - 1, R), src)
-
-        gathered_near, past_near, copy_near = past_layout(len(near), 1)
-        zpre_near = zeros(len(near))
-        if far:
-            gathered_far, past_far, copy_far = past_layout(len(far), C)
-            zpre_far = torch.zeros(len(far), C, batch, 2 * G, device=dev, dtype=dt)
-            zstep_far = zeros(len(far)) if mel else empty              # mel: this step's bias
+        d = torch.tensor(cfg.dilations, device=dev, dtype=torch.long)
+        lag = torch.arange(1, k, device=dev)
+        pos = (t[:, None, None] - lag[None, None, :] * d[None, :, None]) % self.P
+        rows = (pos + torch.arange(L, device=dev)[None, :, None] * self.P).reshape(self.P, -1)
+        # one gather and its matmul view (L, B, (k-1)R): a view of the gather at B = 1 or
+        # k = 2 (`.view` raises otherwise); else a per-step copy reorders it
+        gathered = torch.zeros(L * (k - 1), batch, R, device=dev, dtype=dt)
+        src = gathered.view(L, k - 1, batch, R).transpose(1, 2)               # (L, B, k-1, R)
+        if batch == 1 or k == 2:
+            past, copy = src.reshape(L, batch, (k - 1) * R), []
         else:
-            gathered_far = past_far = zpre_far = zstep_far = empty
-            copy_far = None
+            past = torch.zeros(L, batch, (k - 1) * R, device=dev, dtype=dt)
+            copy = [past.view(L, batch, k - 1, R), src]
+        zpre = torch.zeros(L, batch, 2 * G, device=dev, dtype=dt)
         # preallocated step buffers
         H = torch.zeros(L + 1, batch, R, device=dev, dtype=dt)      # layer inputs (+ last out)
         A = torch.zeros(batch, L, G + 1, device=dev, dtype=dt)       # gate outputs, + ones
         A[:, :, G] = 1.0
         z = torch.zeros(batch, 2 * G, device=dev, dtype=dt)
         self.t = 0
-
         # Every view the step uses, made once: at batch 1 a step is ~80 tiny kernels, and
         # re-slicing per step (select/slice dispatches) used to cost as much as the math.
-        def layer_views(j):
-            zp = {l: zpre_near[i] for i, l in enumerate(near)}
-            for i, l in enumerate(far):
-                zp[l] = zstep_far[i] if mel else zpre_far[i, j]
-            return [(zp[l], H[l], w_cur[l], A[:, l, :G], A[:, l], w_res[l], H[l + 1])
-                    for l in range(L)]
-
         self.state = StepState(
-            P=self.P, C=max(C, 1), hop=cfg.hop_length, mel=mel, has_far=bool(far),
+            P=self.P, hop=cfg.hop_length, mel=mel,
             flat=self.buf.view(L * self.P, batch, R), slots=list(self.buf.unbind(1)),
-            rows_near=list(rows(near, 1).unbind(0)), gathered_near=gathered_near,
-            copy_near=list(copy_near or ()), past_near=past_near, w_past_near=w_past[near].contiguous(),
-            bias_near=bias_near, frames_near=frames_near, zpre_near=zpre_near,
-            rows_far=list(rows(far, C).unbind(0)) if far else [], gathered_far=gathered_far,
-            copy_far=list(copy_far or ()), past_far=past_far, w_past_far=w_past[far].contiguous(),
-            chunk_bias=chunk_bias, zpre_far=zpre_far,
-            zpre_far_flat=zpre_far.view(len(far), C * batch, 2 * G) if far else empty,
-            frames_far=frames_far, bias_far=bias_far, zstep_far=zstep_far,
+            rows=list(rows.contiguous().unbind(0)), gathered=gathered, copy=copy, past=past,
+            w_past=w_past, bias=bias, frames=frames, zpre=zpre,
             embed=model.embed.weight.detach(), h0=H[0],
-            layers=[layer_views(j) for j in range(max(C, 1))],             # one list per step of a chunk
+            layers=[(zpre[l], H[l], w_cur[l], A[:, l, :G], A[:, l], w_res[l], H[l + 1]) for l in range(L)],
             z=z, z_tanh=z[:, :G], z_sig=z[:, G:], h_in=H[:L], a_flat=A.view(batch, -1),
             w_skip=w_skip, skip=torch.zeros(batch, S, device=dev, dtype=dt),
             w_h1=model.head1.weight.t().contiguous(), b_h1=model.head1.bias.expand(batch, -1).contiguous(),
@@ -176,7 +128,3 @@ class GenerationCache:
         """Make stream i continue stream index[i]'s history (beam search), in place so
         that the views made in __init__ stay valid."""
         self.buf.copy_(self.buf.index_select(2, index))
-        if self.far:   # far layers' precomputed chunk belongs to the old streams too
-            zf = self.state.zpre_far
-            zf.copy_(zf.index_select(2, index))
-

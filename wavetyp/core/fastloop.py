@@ -6,7 +6,7 @@ chunk of sampling steps in TorchScript when it is available (scripted once per p
 well under a second) and as plain Python otherwise; both run the same code below and give
 identical results (tests/test_generate.py). `WAVETYP_JIT=0` forces plain Python.
 
-`GenerationCache` (generate.py) builds the `StepState`; every tensor in it is a buffer or a
+`GenerationCache` (cache.py) builds the `StepState`; every tensor in it is a buffer or a
 view made once, so a step allocates nothing.
 """
 import warnings
@@ -22,37 +22,24 @@ Layer = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
 class StepState(NamedTuple):
-    """Everything one step touches. "near"/"far": layers whose past taps are fetched every
-    step / once per C steps (GenerationCache explains why)."""
+    """Everything one step touches (GenerationCache builds it; every tensor is a buffer or a
+    view made once, so a step allocates nothing)."""
     P: int                      # ring buffer length (a power of two)
-    C: int                      # far layers' chunk length (1 when there are none)
     hop: int                    # mel frame hop, for the per-step bias of mel conditioning
     mel: bool
-    has_far: bool
     flat: Tensor                # ring buffer as (L*P, B, R) rows
     slots: List[Tensor]         # slots[p]: the (L, B, R) inputs written at time p (mod P)
-    rows_near: List[Tensor]     # rows_near[p]: buffer rows of the near layers' past taps
-    gathered_near: Tensor
-    copy_near: List[Tensor]     # [] or [dst, src]: reorder the gather for the matmul
-    past_near: Tensor
-    w_past_near: Tensor
-    bias_near: Tensor           # gate bias (constant, or this step's mel bias)
-    frames_near: Tensor         # (F, Ln, B, 2G) mel-mode bias frames
-    zpre_near: Tensor
-    rows_far: List[Tensor]
-    gathered_far: Tensor
-    copy_far: List[Tensor]
-    past_far: Tensor
-    w_past_far: Tensor
-    chunk_bias: Tensor          # constant bias of the far layers, repeated over the chunk
-    zpre_far: Tensor            # (Lf, C, B, 2G)
-    zpre_far_flat: Tensor       # (Lf, C*B, 2G) view of it
-    frames_far: Tensor
-    bias_far: Tensor
-    zstep_far: Tensor           # mel mode: this step's far gate bias
+    rows: List[Tensor]          # rows[p]: buffer rows of every layer's past taps at time p
+    gathered: Tensor
+    copy: List[Tensor]          # [] or [dst, src]: reorder the gather for the matmul
+    past: Tensor                # (L, B, (k-1)R)
+    w_past: Tensor              # (L, (k-1)R, 2G)
+    bias: Tensor                # (L, B, 2G) gate bias (constant, or this step's mel bias)
+    frames: Tensor              # (F, L, B, 2G) mel-mode bias frames
+    zpre: Tensor                # (L, B, 2G) past-tap part of every layer's gate input
     embed: Tensor
     h0: Tensor
-    layers: List[List[Layer]]   # layers[t % C]
+    layers: List[Layer]
     z: Tensor
     z_tanh: Tensor
     z_sig: Tensor
@@ -79,26 +66,17 @@ def _lerp_frames(frames: Tensor, t: int, hop: int, out: Tensor) -> Tensor:
 def step_core(s: StepState, t: int, x: Tensor, out: Tensor) -> None:
     """Feed x_{t-1} (B,) and write the logits for x_t (B, 256) into `out`."""
     p = t % s.P
-    j = t % s.C
-    if s.has_far and j == 0:      # far layers: the past taps of the next C steps, one matmul
-        torch.index_select(s.flat, 0, s.rows_far[p], out=s.gathered_far)
-        if len(s.copy_far) > 0:
-            s.copy_far[0].copy_(s.copy_far[1])
-        torch.baddbmm(s.chunk_bias, s.past_far, s.w_past_far, out=s.zpre_far_flat)
-    bias = s.bias_near
+    bias = s.bias
     if s.mel:
-        bias = _lerp_frames(s.frames_near, t, s.hop, s.bias_near)
-        if s.has_far:
-            torch.add(s.zpre_far[:, j], _lerp_frames(s.frames_far, t, s.hop, s.bias_far),
-                      out=s.zstep_far)
-    # near layers: this step's past taps
-    torch.index_select(s.flat, 0, s.rows_near[p], out=s.gathered_near)
-    if len(s.copy_near) > 0:
-        s.copy_near[0].copy_(s.copy_near[1])
-    torch.baddbmm(bias, s.past_near, s.w_past_near, out=s.zpre_near)
+        bias = _lerp_frames(s.frames, t, s.hop, s.bias)
+    # every layer's past taps: one gather, one batched matmul
+    torch.index_select(s.flat, 0, s.rows[p], out=s.gathered)
+    if len(s.copy) > 0:
+        s.copy[0].copy_(s.copy[1])
+    torch.baddbmm(bias, s.past, s.w_past, out=s.zpre)
     z, zt, zs = s.z, s.z_tanh, s.z_sig
     torch.index_select(s.embed, 0, x, out=s.h0)
-    for zpre_l, h_l, w_cur, a_gate, a_l, w_res, h_next in s.layers[j]:
+    for zpre_l, h_l, w_cur, a_gate, a_l, w_res, h_next in s.layers:
         torch.addmm(zpre_l, h_l, w_cur, out=z)                  # past taps + current tap
         z.tanh_()
         torch.addcmul(zt, zt, zs, out=a_gate)                   # tanh * 2*sigmoid

@@ -147,13 +147,13 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
 
 
 @torch.inference_mode()
-def teacher_forced_logits(model: WaveNet, codes: torch.Tensor, cond: Conditioning | None = None,
-                          far_chunk: int | None = None) -> torch.Tensor:
+def teacher_forced_logits(model: WaveNet, codes: torch.Tensor,
+                          cond: Conditioning | None = None) -> torch.Tensor:
     """Run the cache over known codes (B, T) -> (B, T, 256) logits (for exactness checks)."""
     B, T = codes.shape
     dev = next(model.parameters()).device
     codes = codes.to(dev)
-    cache = GenerationCache(model, B, cond, far_chunk)
+    cache = GenerationCache(model, B, cond)
     out = torch.empty(T, B, N_CODES, device=dev)
     x = torch.full((B,), SILENCE_CODE, dtype=torch.long, device=dev)
     for t in range(T):
