@@ -6,6 +6,7 @@ import ctypes
 import os
 import platform
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,6 +29,20 @@ ENV_SWITCHES = {
 def env(name: str) -> str:
     """The value of one of ENV_SWITCHES (its default when unset)."""
     return os.environ.get(name, ENV_SWITCHES[name][0])
+
+
+@contextmanager
+def env_override(name: str, value: str):
+    """Set one of ENV_SWITCHES (or a torchrun variable) for the duration of a block."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
 
 
 def switch_on(name: str) -> bool:
