@@ -54,3 +54,20 @@ def test_every_tensor_factory_in_the_sampler_names_its_device():
                 if not has_device and "# host" not in lines[n.lineno - 1]:
                     bad.append(f"{name}:{n.lineno}: {lines[n.lineno - 1].strip()}")
     assert not bad, "\n".join(bad)
+
+
+def test_each_rank_joins_on_its_own_gpu_with_a_long_timeout(monkeypatch):
+    """Under torchrun on CUDA: set_device(cuda:LOCAL_RANK), device_id passed to the process
+    group, and a collective timeout long enough for rank 0's final evaluation."""
+    from wavetyp.training import loop
+    calls = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group",
+                        lambda backend, **kw: calls.update(backend=backend, **kw))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.update(set_device=d))
+    dev = torch.device("cuda", 1)
+    assert loop.setup_distributed(dev) == (2, 1)
+    assert calls["backend"] == "nccl" and calls["device_id"] == dev and calls["set_device"] == dev
+    assert calls["timeout"] >= loop.COLLECTIVE_TIMEOUT and loop.COLLECTIVE_TIMEOUT.total_seconds() > 600

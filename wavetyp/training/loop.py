@@ -17,6 +17,7 @@ and at the end `finish`. The options and the checkpoint contents live in trainin
 """
 from __future__ import annotations
 
+import datetime
 import signal
 import sys
 import time
@@ -113,11 +114,21 @@ def all_finite(tensors) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
 
 
+# Rank 0 validates, evaluates and plots while the other ranks wait in the next collective:
+# a full test-split evaluation on a slow machine outlasts NCCL's 10-minute default.
+COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
+
+
 def setup_distributed(device: torch.device) -> tuple[int, int]:
-    """(world, rank) from torchrun's environment; joins the process group when world > 1."""
+    """(world, rank) from torchrun's environment; joins the process group when world > 1,
+    each rank on its own GPU (device is cuda:LOCAL_RANK there, see runtime.pick_device)."""
     world, rank, _ = distributed_env()
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        cuda = device.type == "cuda"
+        if cuda:
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group("nccl" if cuda else "gloo", timeout=COLLECTIVE_TIMEOUT,
+                                             device_id=device if cuda else None)
     return world, rank
 
 
