@@ -3,19 +3,17 @@ FSDD-style corpus), its metrics, the static report's links, and a headless-Chrom
 that every <audio> and <img> of index.html actually loads."""
 from __future__ import annotations
 
-import html
 import json
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from browser import Browser, find_chromium
 from conftest import save_tiny_checkpoint
 
 from wavetyp import demo
@@ -223,7 +221,7 @@ def test_header_states_the_training_steps_in_all(demo_run, tmp_path):
     # the shipped checkpoint's model card gives the total; its own step counts one round
     from wavetyp.core.checkpoint import SHIPPED, read_checkpoint, total_training_steps
     card = (SHIPPED.parent / "README.md").read_text()
-    total = int(re.search(r"^- in all: (\d+) steps", card, re.M).group(1))
+    total = int(re.search(r"^- in all: (\d+) steps", card, re.MULTILINE).group(1))
     assert total_training_steps() == total > read_checkpoint()["step"]
     # no card naming the file: unknown, and the page falls back to the file's own step
     other = tmp_path / "x.pt"
@@ -309,75 +307,37 @@ def test_reading_is_built_from_the_numbers():
 
 # ------------------------------------------------------------------ the page in a browser
 
-CHECK_JS = """
-<script>
-(function () {
-  function state() {
-    var audio = [].map.call(document.querySelectorAll('audio'), function (a) {
-      return {src: a.getAttribute('src'), readyState: a.readyState,
-              duration: isFinite(a.duration) ? a.duration : null,
-              error: a.error ? a.error.code : null};
-    });
-    var img = [].map.call(document.images, function (i) {
-      return {src: i.getAttribute('src'), naturalWidth: i.naturalWidth, complete: i.complete};
-    });
-    return {audio: audio, img: img};
-  }
-  var t0 = Date.now();
-  function poll() {
-    var s = state();
-    var pending = s.audio.filter(function (a) { return a.readyState < 1 && a.error === null; }).length
-                + s.img.filter(function (i) { return !i.complete; }).length;
-    if (pending === 0 || Date.now() - t0 > 20000) {
-      var pre = document.createElement('pre');
-      pre.id = 'wavetyp-check';
-      pre.textContent = JSON.stringify(s);
-      document.body.appendChild(pre);
-    } else {
-      setTimeout(poll, 100);
-    }
-  }
-  window.addEventListener('load', function () {
-    [].forEach.call(document.querySelectorAll('audio'), function (a) { a.load(); });
-    poll();
-  });
-})();
-</script>
-"""
-
-
-def chromium_args(user_dir: str) -> list[str]:
-    return [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", f"--user-data-dir={user_dir}", "--allow-file-access-from-files",
-            "--virtual-time-budget=10000"]
+PAGE_STATE_JS = """(() => {
+  const audio = [...document.querySelectorAll('audio')].map(a => ({src: a.getAttribute('src'),
+      readyState: a.readyState, duration: isFinite(a.duration) ? a.duration : null,
+      error: a.error ? a.error.code : null}));
+  const img = [...document.images].map(i => ({src: i.getAttribute('src'),
+      naturalWidth: i.naturalWidth, complete: i.complete}));
+  const pending = audio.filter(a => a.readyState < 1 && a.error === null).length
+                + img.filter(i => !i.complete).length;
+  return {audio, img, pending, ready: document.readyState};
+})()"""
 
 
 def test_report_loads_in_headless_chromium(demo_run, tmp_path):
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(f"{CHROMIUM} not installed (CI installs it with `apt-get install -y chromium`); "
+    exe = find_chromium()
+    if exe is None:
+        pytest.skip("headless Chromium not installed (CI installs it with `apt-get install -y chromium`); "
                     "the browser check of index.html did not run")
-    site = demo_run["out"].parent / "site-check"   # a sibling: the links to the corpus still resolve
-    shutil.rmtree(site, ignore_errors=True)
-    shutil.copytree(demo_run["out"], site)
-    page = (site / "index.html").read_text()
-    assert "</body>" in page
-    (site / "check.html").write_text(page.replace("</body>", CHECK_JS + "</body>"))
-    with tempfile.TemporaryDirectory() as prof:
-        dom = subprocess.run(chromium_args(prof) + ["--dump-dom", (site / "check.html").as_uri()],
-                             capture_output=True, text=True, timeout=180)
-    m = re.search(r'<pre id="wavetyp-check">(.*?)</pre>', dom.stdout, re.S)
-    assert m, f"no check result in the dumped DOM (rc {dom.returncode}): {dom.stderr[-800:]}"
-    state = json.loads(html.unescape(m.group(1)))
-    refs = parse_refs(site / "index.html")
+    page = demo_run["out"] / "index.html"
+    assert "</body>" in page.read_text()
+    shot = tmp_path / "index.png"
+    with Browser(exe, tmp_path / "chromium-profile", 1200, 2000) as browser:
+        browser.open(page.resolve().as_uri())
+        browser.wait_for("document.readyState === 'complete'", timeout=60)
+        browser.evaluate("document.querySelectorAll('audio').forEach(a => a.load())")
+        state = browser.wait_for(f"(s => s.pending === 0 ? s : null)({PAGE_STATE_JS})", timeout=60)
+        state = state or browser.evaluate(PAGE_STATE_JS)
+        browser.screenshot(shot)
+    refs = parse_refs(page)
     assert len(state["audio"]) == refs.audio > 0 and len(state["img"]) == refs.img > 0
     bad_audio = [a for a in state["audio"] if not (a["readyState"] >= 1 and (a["duration"] or 0) > 0)]
     bad_img = [i for i in state["img"] if not i["naturalWidth"] > 0]
     assert not bad_audio, f"{len(bad_audio)} <audio> did not load: {bad_audio[:3]}"
     assert not bad_img, f"{len(bad_img)} <img> did not load: {bad_img[:3]}"
-    shot = tmp_path / "index.png"
-    with tempfile.TemporaryDirectory() as prof:
-        subprocess.run(chromium_args(prof) + [f"--screenshot={shot}", "--window-size=1200,2000",
-                                              (site / "index.html").as_uri()],
-                       capture_output=True, text=True, timeout=180)
     assert shot.is_file() and shot.stat().st_size > 10_000

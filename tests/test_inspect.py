@@ -2,17 +2,16 @@
 (run folders, NPZ files, a demo-like folder), the CLI's errors and help, and the page itself in
 headless Chromium (its #selftest seeks through the audio and clicks a track)."""
 import base64
-import html
 import json
 import re
 import shutil
-import subprocess
 import zlib
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from browser import Browser, find_chromium
 from conftest import synth_speechlike
 
 from wavetyp import inspect as inspect_cli
@@ -232,7 +231,7 @@ def test_page_from_a_demo_like_folder(tiny_ckpt, tiny_run, tmp_path, capsys):
         ("uncond", "greedy"), ("uncond", "tau0.7"), ("uncond", "tau1")]
     assert [g["title"] for g in meta["groups"]] == ["label-three: digit three", "uncond: no conditioning"]
     for t in meta["tracks"]:              # each render's own stretches are printed under its name
-        line = re.search(rf"^{t['name']} \[{t['group']}\]: .*$", printed, re.M).group(0)
+        line = re.search(rf"^{t['name']} \[{t['group']}\]: .*$", printed, re.MULTILINE).group(0)
         n = len(t["exits"])
         assert (f"{n} stretch(es)" in line) if n else ("no stretch" in line)
     assert run_inspect(tiny_ckpt, demo, "--out", out, "--overwrite", "--settings", "all",
@@ -269,32 +268,23 @@ def test_help_explains_every_flag_once():
 
 # ------------------------------------------------------------------ the page in a browser
 
-def chromium() -> str | None:
-    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(n)), None)
-
-
-def browse(exe, page, tmp_path, *mode, hash_="selftest"):
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1400,1100",
-             "--autoplay-policy=no-user-gesture-required", "--virtual-time-budget=15000"]
-    return subprocess.run([exe, *flags, *mode, f"{page.resolve().as_uri()}#{hash_}"],
-                          check=False, capture_output=True, text=True, timeout=90)
-
-
 def test_page_in_headless_chromium_follows_the_audio_and_seeks_on_click(tiny_ckpt, tiny_run, tmp_path):
-    exe = chromium()
+    exe = find_chromium()
     if exe is None:
         pytest.skip("headless Chromium not installed (apt-get install -y chromium; .ci/run does it)")
     out = tmp_path / "page"
     assert run_inspect(tiny_ckpt, tiny_run, "--out", out) == 0
     page = out / "index.html"
-    dom = browse(exe, page, tmp_path, "--dump-dom").stdout
-    m = re.search(r'<pre id="selftest"[^>]*data-done="1"[^>]*>(.*?)</pre>', dom, re.DOTALL)
-    assert m, f"the self-test did not finish; DOM tail: {dom[-2000:]}"
-    res = json.loads(html.unescape(m.group(1)))
+    with Browser(exe, tmp_path / "chromium-profile") as browser:
+        browser.open(f"{page.resolve().as_uri()}#selftest")
+        text = browser.wait_for("(() => { const p = document.querySelector('#selftest[data-done=\"1\"]');"
+                                " return p ? p.textContent : null; })()")
+        assert text, "the self-test did not finish in 90 s: " + str(browser.evaluate("document.title"))
+        res = json.loads(text)
+        shot = tmp_path / "inspector.png"
+        browser.screenshot(shot)
     assert res["errors"] == [], res["errors"]
+    assert res["audio_ready"], res
     checks = res["checks"]
     assert checks["cursor_follows_audio"] and checks["cursor_moved"], res["seek_audio"]
     assert res["seek_audio"]["panel_step"] == res["seek_audio"]["expected_step"]
@@ -302,7 +292,5 @@ def test_page_in_headless_chromium_follows_the_audio_and_seeks_on_click(tiny_ckp
     assert checks["click_seeks_audio"] and checks["click_puts_cursor"] and checks["click_moves_panel"], res["click"]
     assert checks["hover_tooltip"] and checks["zoom_to_samples"]
     assert res["pass"]
-    shot = tmp_path / "inspector.png"
-    browse(exe, page, tmp_path, f"--screenshot={shot}")
     assert shot.is_file() and shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")

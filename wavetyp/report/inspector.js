@@ -540,7 +540,7 @@ async function waitFor(cond, ms = 3000) { for (let i = 0; i < ms / 20 && !cond()
 async function selftest() {
   const out = {errors: S.errors, checks: {}};
   const row = S.rows[0], T = row.t.T, step = () => Number(row.dist.dataset.step), cx = () => Number(row.el.dataset.cursorX);
-  out.audio_ready = await waitFor(() => audio.readyState >= 1, 2000);
+  out.audio_ready = await waitFor(() => audio.readyState >= 1 && !S.switching, 15000);   // a cold browser may take seconds
   out.audio_duration = audio.duration;
   // 1. the audio's playhead moves the cursor; the distribution panel follows it
   const x0 = cx(), target = Math.floor(0.4 * T), t = (target + 0.5) / SR;
