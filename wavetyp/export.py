@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--which", default="last.pt", help="checkpoint file in the run folder")
     p.add_argument("--out", default="checkpoints/wavetyp-fsdd.pt", help="the exported checkpoint")
     p.add_argument("--card", default="checkpoints/README.md", help="the model card written beside it")
+    p.add_argument("--weights", default="ema", choices=("ema", "raw"),
+                   help="ema: the run's moving average of the weights where it kept one (--ema-decay), "
+                        "else the trained weights; raw: always the trained weights")
     p.add_argument("--dtype", default="float16", choices=("float16", "float32"), help="weight precision on disk")
     p.add_argument("--notes", default=None, help="a markdown file appended as the card's notes")
     p.add_argument("--json", default=None, help="also write the evaluation results here")
@@ -50,7 +53,7 @@ def main(argv=None) -> int:
             if not (d / "last.pt").is_file():
                 raise UsageError(f"--earlier {d}: no last.pt there")
             earlier.append((read_checkpoint(d / "last.pt"), d))
-        out = export_weights(run / a.which, a.out, getattr(torch, a.dtype))
+        out = export_weights(run / a.which, a.out, getattr(torch, a.dtype), weights=a.weights)
         model, _ = load_model(a.out)
         if a.results:
             results = json.loads(Path(a.results).read_text())

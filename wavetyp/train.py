@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW; warmup, then cosine decay)")
     p.add_argument("--warmup", type=int, default=d.warmup, help="linear warmup steps")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the weights and of every batch")
+    p.add_argument("--ema-decay", type=float, default=d.ema_decay,
+                   help="> 0: also keep a moving average of the weights with this decay per step "
+                        "(e.g. 0.999); validation, best.pt, the final evaluation and export use it")
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="0 disables validation")
     p.add_argument("--eval-files", type=int, default=d.eval_files,
                    help="test files in the fixed validation subset")
@@ -83,6 +86,8 @@ def check_args(a) -> None:
         check_count("--" + name.replace("_", "-"), getattr(a, name), 0)
     check_count("--kernel-size", a.kernel_size, 2)
     check_positive("--lr", a.lr)
+    if not 0.0 <= a.ema_decay < 1.0:
+        raise UsageError(f"--ema-decay must be in [0, 1), got {a.ema_decay}")
     check_positive("--max-minutes", a.max_minutes)
     drops = dropout_overrides(a)
     for field_name, p in drops.items():
@@ -132,7 +137,7 @@ def main(argv=None) -> int:
                             ckpt_every=a.ckpt_every, log_every=a.log_every, device=a.device,
                             compile=a.compile, threads=a.threads, dataset=a.dataset,
                             data_dir=a.data_dir, progress=not a.no_progress,
-                            final_eval=not a.no_final_eval)
+                            final_eval=not a.no_final_eval, ema_decay=a.ema_decay)
         if pick_device(opts.device).type == "cpu":
             keep_freed_memory()                   # no page faults on every step's activations
         corpus = cfg = init_state = None

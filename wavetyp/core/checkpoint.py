@@ -21,7 +21,7 @@ FORMAT = "wavetyp-checkpoint"
 VERSION = 1
 REQUIRED = ("format", "version", "config", "model")
 OPTIONAL = ("optimizer", "scheduler", "step", "rng", "best_val_bits", "train_args", "metrics",
-            "dtype", "history", "wall_seconds")
+            "dtype", "history", "wall_seconds", "ema", "weights")
 RESUMABLE = ("optimizer", "step", "rng")      # what `train --resume` needs beyond REQUIRED
 SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "wavetyp-fsdd.pt"
 
@@ -214,12 +214,25 @@ def load_model(path=None, device="cpu") -> tuple[WaveNet, dict]:
     return model.to(device), ckpt
 
 
-def export_weights(src, dst, dtype: torch.dtype = torch.float16, metrics: dict | None = None):
-    """Write a shippable checkpoint: config + weights (fp16/fp32) only, no optimizer state."""
+def ema_weights(ckpt: dict) -> dict | None:
+    """The moving average of the weights that a run with --ema-decay keeps ("ema", torch's
+    AveragedModel state dict) as a plain WaveNet state dict; None if the run keeps none."""
+    ema = ckpt.get("ema")
+    if not ema:
+        return None
+    return {k[len("module."):]: v for k, v in ema.items() if k.startswith("module.")}
+
+
+def export_weights(src, dst, dtype: torch.dtype = torch.float16, metrics: dict | None = None,
+                   weights: str = "ema"):
+    """Write a shippable checkpoint: config + weights (fp16/fp32) only, no optimizer state.
+    weights="ema" takes the moving average where the run kept one, "raw" the trained weights."""
     ckpt = read_checkpoint(src)
-    build_model(ckpt, src)                       # refuse to export weights that do not fit
-    model = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in ckpt["model"].items()}
+    state = (ema_weights(ckpt) if weights == "ema" else None) or ckpt["model"]
+    build_model({**ckpt, "model": state}, src)   # refuse to export weights that do not fit
+    model = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
     out = {"format": FORMAT, "version": VERSION, "config": ckpt["config"], "model": model,
+           "weights": "ema" if state is not ckpt["model"] else "raw",
            "step": ckpt.get("step", 0), "dtype": str(dtype).replace("torch.", ""),
            "train_args": ckpt.get("train_args", {}), "metrics": metrics or ckpt.get("metrics", {}),
            "wall_seconds": ckpt.get("wall_seconds", 0.0)}

@@ -38,7 +38,7 @@ from wavetyp.data.batches import random_batch
 from wavetyp.data.corpus import Corpus
 from wavetyp.data.load import load_corpus
 from wavetyp.training.log import append_log, plot_log, trim_log
-from wavetyp.training.state import TrainOptions, checkpoint_state, load_resume_state, restore
+from wavetyp.training.state import TrainOptions, checkpoint_state, load_resume_state, make_ema, restore
 
 
 class TrainingDiverged(RuntimeError):
@@ -198,8 +198,9 @@ class Trainer:
         self.opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay,
                                      betas=(0.9, 0.99))
         self.step, self.best, self.wall = 0, float("inf"), 0.0
+        self.ema = make_ema(model, opts.ema_decay) if opts.ema_decay else None
         if ckpt is not None:
-            restore(model, self.opt, ckpt, self.last_path)
+            restore(model, self.opt, ckpt, self.last_path, self.ema)
             self.step, self.best = int(ckpt["step"]), float(ckpt.get("best_val_bits", float("inf")))
             self.wall = float(ckpt.get("wall_seconds", 0.0))
             if self.main_proc:                    # drop log rows written after the checkpoint
@@ -225,7 +226,7 @@ class Trainer:
                                    f"last good checkpoint kept ({self.last_path})")
         state = checkpoint_state(self.cfg, self.model, self.opt, self.opts, step=self.step,
                                  best=self.best, wall_seconds=self.wall + (time.time() - self.t_start),
-                                 metrics=metrics)
+                                 metrics=metrics, ema=self.ema)
         save_atomic(state, path)
         if path == self.last_path:
             self.saved_step = self.step
@@ -242,13 +243,25 @@ class Trainer:
         self.bar.set_postfix(loss=f"{row['loss_bits']:.3f} b/s", rate=f"{sps/1e3:.1f}k smp/s")
         self.acc_loss, self.acc_n, self.t_log = 0.0, 0, time.time()
 
-    def validate(self) -> dict:
-        """Bits/sample on the validation subset per level; best.pt when their mean improves."""
-        bits = {lv: evaluate_nll(self.model, self.val_utts, lv, 16, self.device)["bits_per_sample"]
+    @property
+    def shipped(self) -> WaveNet:
+        """The weights a run ships and scores: the moving average when the run keeps one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def level_bits(self, model: WaveNet, utts) -> dict:
+        return {lv: evaluate_nll(model, utts, lv, 16, self.device)["bits_per_sample"]
                 for lv in self.levels}
+
+    def validate(self) -> dict:
+        """Bits/sample on the validation subset per level (of the EMA weights when kept, the
+        raw weights' beside them); best.pt when their mean improves."""
+        bits = self.level_bits(self.shipped, self.val_utts)
+        row = {"kind": "val", "step": self.step, "bits": bits}
+        if self.ema is not None:
+            row["raw_bits"] = self.level_bits(self.model, self.val_utts)
         self.model.train()
         score = sum(bits.values()) / len(bits)
-        append_log(self.log_path, {"kind": "val", "step": self.step, "bits": bits})
+        append_log(self.log_path, row)
         if score < self.best:
             self.best = score
             self.save(self.best_path)
@@ -282,6 +295,8 @@ class Trainer:
         if not torch.isfinite(gnorm):                   # identical on every rank after all-reduce
             raise self.diverged(f"gradient norm is {gnorm.item()}")
         self.opt.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.step += 1
         self.acc_loss += loss.item() / LN2
         self.acc_n += 1
@@ -332,7 +347,7 @@ class Trainer:
         if self.world > 1:
             torch.distributed.barrier()
         return {"step": self.step, "stopped": self.stopped, "metrics": self.metrics,
-                "out": str(self.out), "best_val_bits": self.best, "model": self.model}
+                "out": str(self.out), "best_val_bits": self.best, "model": self.shipped}
 
     # -------------------------------------------------------- the end (rank 0)
 
@@ -348,15 +363,22 @@ class Trainer:
         plot_log(self.log_path, self.out / "loss.png")
 
     def final_evaluation(self, stop: _StopFlag) -> None:
-        """The full test split per level, logged and saved in last.pt; a signal skips the rest."""
+        """The full test split per level (the shipped weights; with an EMA also the raw ones),
+        logged and saved in last.pt; a signal skips the rest."""
+        raw = {}
         for lv in self.levels:
-            if stop.signum is not None:
-                self.stopped, self.metrics = signal.Signals(stop.signum).name, {}
-                return
-            r = evaluate_nll(self.model, self.corpus.test, lv, 16, self.device)
-            self.metrics[lv] = {"bits_per_sample": r["bits_per_sample"], "per_digit": r["per_digit"]}
-        append_log(self.log_path, {"kind": "final", "step": self.step,
-                                   "bits": {k: v["bits_per_sample"] for k, v in self.metrics.items()}})
+            for model, into in ((self.shipped, self.metrics),) + (
+                    ((self.model, raw),) if self.ema is not None else ()):
+                if stop.signum is not None:
+                    self.stopped, self.metrics = signal.Signals(stop.signum).name, {}
+                    return
+                r = evaluate_nll(model, self.corpus.test, lv, 16, self.device)
+                into[lv] = {"bits_per_sample": r["bits_per_sample"], "per_digit": r["per_digit"]}
+        row = {"kind": "final", "step": self.step,
+               "bits": {k: v["bits_per_sample"] for k, v in self.metrics.items()}}
+        if raw:
+            row["raw_bits"] = {k: v["bits_per_sample"] for k, v in raw.items()}
+        append_log(self.log_path, row)
         self.save(self.last_path, self.metrics)
 
 

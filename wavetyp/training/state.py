@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from wavetyp.core.checkpoint import (
     FORMAT,
@@ -49,6 +50,7 @@ class TrainOptions:
     data_dir: str | None = None
     progress: bool = True
     final_eval: bool = True          # full test split at the end
+    ema_decay: float = 0.0           # > 0: also keep an exponential moving average of the weights
 
     def lr_at(self, step: int) -> float:
         """Linear warmup, then cosine decay to min_lr_ratio * lr at max_steps."""
@@ -78,9 +80,12 @@ def resume_options(opts: TrainOptions, saved: dict) -> TrainOptions:
 
 
 def checkpoint_state(cfg: WaveNetConfig, model, opt, opts: TrainOptions, *, step: int,
-                     best: float, wall_seconds: float, metrics: dict | None = None) -> dict:
-    """A training checkpoint: weights, optimizer moments, schedule, step, torch RNG, options."""
-    return {"format": FORMAT, "version": VERSION, "config": cfg.to_dict(),
+                     best: float, wall_seconds: float, metrics: dict | None = None,
+                     ema=None) -> dict:
+    """A training checkpoint: weights, optimizer moments, schedule, step, torch RNG, options,
+    and with --ema-decay the averaged weights ("ema": the AveragedModel's state dict)."""
+    extra = {"ema": ema.state_dict()} if ema is not None else {}
+    return {**extra, "format": FORMAT, "version": VERSION, "config": cfg.to_dict(),
             "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": {"name": "warmup-cosine", "warmup": opts.warmup,
                           "max_steps": opts.max_steps, "lr": opts.lr_at(step)},
@@ -99,9 +104,18 @@ def load_resume_state(last_path: Path, opts: TrainOptions):
     return ckpt, config_from(ckpt, last_path), resume_options(opts, dict(ckpt.get("train_args") or {}))
 
 
-def restore(model, opt, ckpt: dict, path: Path) -> None:
-    """Weights, optimizer moments and the torch RNG from a training checkpoint."""
+def make_ema(model, decay: float):
+    """torch's AveragedModel keeping an exponential moving average of `model` (and buffers)."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def restore(model, opt, ckpt: dict, path: Path, ema=None) -> None:
+    """Weights, optimizer moments, the torch RNG and the averaged weights from a checkpoint."""
     load_weights(model, ckpt["model"], path)
+    if ema is not None:
+        if "ema" not in ckpt:
+            raise CheckpointError(f"{path}: the run keeps an EMA but the checkpoint has none")
+        ema.load_state_dict(ckpt["ema"])
     try:
         opt.load_state_dict(ckpt["optimizer"])
     except (ValueError, KeyError, RuntimeError) as e:
