@@ -176,3 +176,30 @@ def test_a_checkpoint_saved_on_the_gpu_loads_on_the_cpu(tmp_path):
     ckpt = check_training_run(DEVICE, tmp_path, compile=False, steps=1)
     model, _ = load_model(tmp_path / "run" / "last.pt", "cpu")
     assert next(model.parameters()).device.type == "cpu" and ckpt["config"]["speakers"] == ["alice", "bob"]
+
+
+def check_pinned_batch(device) -> None:
+    """A training batch for a GPU is copied from page-locked memory (so `non_blocking` is
+    really asynchronous) and lands on the device with the CPU batch's values."""
+    from wavetyp.data.batches import collate
+    utts = [Utterance(f"{i}_a_{i}", mu_law_encode(synth_speechlike(0.05, seed=i)), i, 0)
+            for i in range(3)]
+    cpu = collate(utts, [0, 0, 0], 300)
+    seen = []
+    real = torch.Tensor.pin_memory
+
+    def spy(self, *a, **k):
+        out = real(self, *a, **k)
+        seen.append(out.is_pinned())
+        return out
+    torch.Tensor.pin_memory = spy
+    try:
+        on = cpu.to(device, pin=True)
+    finally:
+        torch.Tensor.pin_memory = real
+    assert seen == [True] * 4
+    assert on.codes.device.type == "cuda" and torch.equal(on.codes.cpu(), cpu.codes)
+
+
+def test_training_batches_are_pinned_on_the_gpu():
+    check_pinned_batch(DEVICE)

@@ -163,6 +163,28 @@ def test_ema_is_the_moving_average_resumes_exactly_and_is_what_export_ships(tmp_
         train_mod.check_args(train_mod.build_parser().parse_args(["--ema-decay", "1.0"]))
 
 
+def test_a_training_step_reads_one_value_set_from_the_device(tmp_path, monkeypatch):
+    """Host syncs per step: a GPU->CPU read (.item(), .tolist(), bool()) stalls the pipeline,
+    so wavetyp's loop makes one per step (the loss and the gradient norm together, for the
+    finiteness check before the update). Counted where wavetyp's own code reads a tensor
+    (AdamW's CPU-side step counters are torch's business and never on the device)."""
+    counts = {"item": 0, "tolist": 0, "bool": 0}
+    steps = 6
+    for name, attr in (("item", "item"), ("tolist", "tolist"), ("bool", "__bool__")):
+        real = getattr(torch.Tensor, attr)
+
+        def counting(self, *a, _real=real, _name=name, **k):
+            caller = sys._getframe(1).f_code.co_filename
+            if "wavetyp" in Path(caller).parts and "data" not in Path(caller).parts:
+                counts[_name] += 1
+            return _real(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, attr, counting)
+    r = train(tiny_config(), fast_options(tmp_path / "run", max_steps=steps, ckpt_every=0,
+                                          log_every=100), synth_corpus())
+    assert r["step"] == steps
+    assert counts["tolist"] == steps and counts["item"] + counts["bool"] <= 2, counts
+
+
 def test_crash_mid_run_resumes_from_periodic_checkpoint(tmp_path, monkeypatch):
     """A crash at step 7 (last.pt holds step 6) plus a torn log line: resume redoes 7-8 exactly."""
     corpus = synth_corpus()

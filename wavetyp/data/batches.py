@@ -16,9 +16,11 @@ class Batch:
     digit: torch.Tensor     # (B,) int64, -1 = none
     speaker: torch.Tensor   # (B,) int64, -1 = none
 
-    def to(self, device) -> "Batch":
-        return Batch(*(t.to(device, non_blocking=True) for t in
-                       (self.codes, self.mask, self.digit, self.speaker)))
+    def to(self, device, pin: bool = False) -> "Batch":
+        """On `device`; pin=True copies from page-locked memory, so that non_blocking copies
+        to a GPU really are asynchronous (pinning needs CUDA)."""
+        ts = (self.codes, self.mask, self.digit, self.speaker)
+        return Batch(*((t.pin_memory() if pin else t).to(device, non_blocking=True) for t in ts))
 
 
 def collate(utts: list[Utterance], starts: list[int], length: int) -> Batch:

@@ -18,6 +18,7 @@ and at the end `finish`. The options and the checkpoint contents live in trainin
 from __future__ import annotations
 
 import datetime
+import math
 import signal
 import sys
 import time
@@ -70,7 +71,7 @@ def make_batch(cfg: WaveNetConfig, model: WaveNet, utts, opts: TrainOptions, ste
     g = step_generator(opts.seed, step, rank)
     batch = random_batch(utts, opts.batch_size, opts.crop, g)
     digit, speaker, mel_present = drop_conditioning(cfg, batch, g)
-    batch = batch.to(device)
+    batch = batch.to(device, pin=device.type == "cuda")    # pinned: the copy overlaps compute
     cond = build_conditioning(model, len(digit), digit, speaker,
                               batch.codes if cfg.n_mels else None, mel_present)
     return batch.codes, batch.mask, cond
@@ -111,12 +112,16 @@ def any_rank(flag: bool, world: int, device) -> bool:
 
 
 def all_finite(tensors) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+    """Every floating tensor is finite: one device read for all of them."""
+    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 # Rank 0 validates, evaluates and plots while the other ranks wait in the next collective:
 # a full test-split evaluation on a slow machine outlasts NCCL's 10-minute default.
 COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
+# With several ranks, a signal or the time limit is looked at every this many steps.
+STOP_EVERY = 10
 
 
 def setup_distributed(device: torch.device) -> tuple[int, int]:
@@ -286,19 +291,22 @@ class Trainer:
         with self.amp or torch.autocast("cpu", enabled=False):
             logits = self.net(codes, cond)
         loss = masked_loss(logits, codes, mask)
-        bad = not bool(torch.isfinite(loss))
-        if any_rank(bad, self.world, self.device):      # all ranks raise before backward: no hang
-            raise self.diverged(f"loss is {loss.item()}" if bad else "loss on another rank is not finite")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), opts.grad_clip)
-        if not torch.isfinite(gnorm):                   # identical on every rank after all-reduce
-            raise self.diverged(f"gradient norm is {gnorm.item()}")
+        # The step's one host sync: loss and gradient norm together, before the update. Under
+        # DDP the gradients are averaged over the ranks, so a non-finite loss on any rank makes
+        # the gradient norm non-finite on every rank: all raise here, with no extra collective.
+        loss_v, gnorm_v = torch.stack([loss.detach().float(), gnorm.detach().float()]).tolist()
+        if not math.isfinite(loss_v):
+            raise self.diverged(f"loss is {loss_v}")
+        if not math.isfinite(gnorm_v):
+            raise self.diverged(f"gradient norm is {gnorm_v}")
         self.opt.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         self.step += 1
-        self.acc_loss += loss.item() / LN2
+        self.acc_loss += loss_v / LN2
         self.acc_n += 1
 
     def after_step(self) -> None:
@@ -314,14 +322,21 @@ class Trainer:
             self.save(self.last_path)
 
     def stop_reason(self, stop: _StopFlag, deadline: float | None) -> str | None:
-        """Why this rank stops after this step (a signal, stop_at, the time limit), or None."""
-        if stop.signum is not None:
-            return signal.Signals(stop.signum).name
+        """Why every rank stops after this step (stop_at, a signal, the time limit), or None.
+        stop_at is the same on every rank; signals and the clock are per rank, so with several
+        ranks they are compared in one collective every STOP_EVERY steps (not every step)."""
         if self.opts.stop_at and self.step >= self.opts.stop_at:
             return f"stop_at {self.opts.stop_at}"
-        if deadline and time.time() > deadline:
-            return "time limit"
-        return None
+        reason = None
+        if stop.signum is not None:
+            reason = signal.Signals(stop.signum).name
+        elif deadline and time.time() > deadline:
+            reason = "time limit"
+        if self.world == 1:
+            return reason
+        if self.step % STOP_EVERY and self.step != self.opts.max_steps:
+            return None
+        return (reason or "peer stopped") if any_rank(reason is not None, self.world, self.device) else None
 
     def run(self) -> dict:
         """Train to max_steps or a stop; every rank stops at the same step. The summary."""
@@ -337,9 +352,8 @@ class Trainer:
                 self.bar.update(1)
                 if self.main_proc:
                     self.after_step()
-                stopped = self.stop_reason(stop, deadline)
-                if any_rank(stopped is not None, self.world, self.device):
-                    self.stopped = stopped or "peer stopped"
+                self.stopped = self.stop_reason(stop, deadline)
+                if self.stopped:
                     break
             self.bar.close()
             if self.main_proc:
