@@ -16,7 +16,7 @@ class Batch:
     digit: torch.Tensor     # (B,) int64, -1 = none
     speaker: torch.Tensor   # (B,) int64, -1 = none
 
-    def to(self, device, pin: bool = False) -> "Batch":
+    def to(self, device, pin: bool = False) -> Batch:
         """On `device`; pin=True copies from page-locked memory, so that non_blocking copies
         to a GPU really are asynchronous (pinning needs CUDA)."""
         ts = (self.codes, self.mask, self.digit, self.speaker)
