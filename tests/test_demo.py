@@ -19,7 +19,7 @@ from conftest import save_tiny_checkpoint
 from wavetyp import demo
 from wavetyp.analysis import measures, sweep
 from wavetyp.data.corpus import Corpus
-from wavetyp.report import demo_page, demo_reading
+from wavetyp.report import demo_page, demo_reading, demo_rows
 from wavetyp.report import demo_run as demo_run_mod
 
 SR = 8000
@@ -99,14 +99,14 @@ def test_quick_demo_writes_one_complete_row_per_render(demo_run):
     m, out = demo_run["metrics"], demo_run["out"]
     rows, conds = m["rows"], m["conditions"]
     assert {c["level"] for c in conds} == {"uncond", "label", "speaker", "vocoder"}
-    n_settings = len(sweep.SETTINGS)
+    n_settings = len(sweep.SETTINGS) + len(sweep.LITERATURE)
     assert len(rows) == sum(n_settings + (1 if c["beam_samples"] else 0) for c in conds)
     assert sum(1 for c in conds if c["beam_samples"]) >= 1
     names = [r["name"] for r in rows]
     assert len(set(names)) == len(names)
-    for c in conds:  # every condition rendered every setting, in one batch
+    for c in conds:  # every condition rendered every setting: the sweep's, then the literature's
         got = [r["setting"] for r in rows if r["condition"] == c["id"] and not r["beam"]]
-        assert got == [s.name for s in sweep.SETTINGS]
+        assert got == [s.name for s in sweep.SETTINGS + sweep.LITERATURE]
     for r in rows:
         missing = [k for k in ROW_KEYS if k not in r]
         assert not missing, (r["name"], missing)
@@ -127,6 +127,60 @@ def test_quick_demo_writes_one_complete_row_per_render(demo_run):
     md = (out / "metrics.md").read_text()
     for r in rows:
         assert f"| {r['condition']} | {r['setting']} |" in md
+
+
+def test_literature_rows_carry_their_settings_and_their_own_seed(demo_run):
+    """min-p, epsilon, eta, mirostat and mirostat-gap (at G < 0, 0 and > 0) are rows of every
+    condition, at tau 1, with their filter values; their call is seeded apart from the sweep's."""
+    m = demo_run["metrics"]
+    rows, seed = m["rows"], m["meta"]["seed"]
+    lit = sweep.LITERATURE
+    assert m["meta"]["literature_settings"] == [s.name for s in lit]
+    gaps = [s.mirostat_gap for s in lit if s.mirostat_gap is not None]
+    assert 0.0 in gaps and min(gaps) < 0 < max(gaps)
+    assert all(any(getattr(s, k) is not None for s in lit)
+               for k in ("min_p", "epsilon_cutoff", "eta_cutoff", "mirostat_tau"))
+    for ci, c in enumerate(m["conditions"]):
+        by_name = {r["setting"]: r for r in rows if r["condition"] == c["id"]}
+        for s in lit:
+            r = by_name[s.name]
+            assert r["temperature"] == 1.0 and r["beam"] is None
+            for k in sweep.FILTER_FIELDS:
+                want = getattr(s, k) if (k != "mirostat_eta" or s.mirostat) else None
+                assert r[k] == want, (r["name"], k)
+            assert r["seed"] == seed + ci + sweep.LITERATURE_SEED_OFFSET
+            assert not demo_rows.is_temperature_row(r) and demo_rows.is_literature_row(r)
+        for s in sweep.SETTINGS:
+            r = by_name[s.name]
+            assert r["seed"] == seed + ci and not demo_rows.is_literature_row(r)
+            assert r["top_p"] == s.top_p and r["typical_p"] == s.typical_p
+            assert all(r[k] is None for k in demo_rows.LITERATURE_FILTERS + ("mirostat_eta",))
+    md = (demo_run["out"] / "metrics.md").read_text()
+    page = (demo_run["out"] / "index.html").read_text()
+    assert "## Decoding from the literature" in md and "Decoding from the literature" in page
+    for s in lit:
+        assert f"| {s.name} |" in md.split("## Decoding from the literature")[1].split("## Rules")[0]
+
+
+def test_sweep_rows_are_the_same_without_the_literature_rows(demo_run, tmp_path, monkeypatch):
+    """The literature's settings render in their own generate() call: a run without them gives
+    the sweep's rows (codes, metrics, thumbnails) unchanged, field by field and byte by byte."""
+    monkeypatch.setattr(sweep, "LITERATURE", [])
+    monkeypatch.setattr(demo_run_mod, "LITERATURE", [])
+    out = tmp_path / "without"
+    args = list(demo_run["args"])
+    args[args.index("--out") + 1] = str(out)
+    assert demo.main(args) == 0
+    without = json.loads((out / "metrics.json").read_text())
+    full = {r["name"]: r for r in demo_run["metrics"]["rows"]}
+    assert without["rows"] and len(full) > len(without["rows"])
+    for r in without["rows"]:
+        assert r == full[r["name"]], r["name"]
+        for k in ("wav", "spec_png", "trace_png"):
+            assert (out / r[k]).read_bytes() == (demo_run["out"] / r[k]).read_bytes(), r[k]
+    assert without["conditions"] == demo_run["metrics"]["conditions"]
+    assert {r["name"] for r in without["rows"]} == {n for n, r in full.items()
+                                                    if not demo_rows.is_literature_row(r)}
 
 
 def test_index_html_references_only_existing_relative_files(demo_run):
@@ -288,6 +342,48 @@ def _row(setting, temp, gap, silent, band, level="label", cond="c1", **kw):
             "z": gap * 10, "in_typical_set": abs(gap) <= 0.1, "fric_band_db": band,
             "fric_flatness": 0.5, "ref_flatness": 0.6, "fric_per_s": 10.0, "ref_fric_per_s": 12.0,
             **kw}
+
+
+def test_temperature_curves_leave_out_every_filtered_row(demo_run):
+    """A literature row is at tau 1 but is not plain sampling: the curves, the plot's lines and
+    the reading's tau 1 stay those of the temperature rows (mirostat_gap 0 is a filter too)."""
+    rows = [_row("tau0.5", 0.5, -0.3, False, -5.0), _row("tau1", 1.0, 0.01, False, 1.0)]
+    lit = [_row("tau1-mirostatgap0", 1.0, -2.0, True, -50.0, mirostat_gap=0.0, mirostat_eta=0.1),
+           _row("tau1-minp0.1", 1.0, -3.0, True, -60.0, min_p=0.1),
+           _row("tau1-eps0.0003", 1.0, -3.0, True, -60.0, epsilon_cutoff=3e-4)]
+    for key in ("gap_bits", "fric_band_db"):
+        assert demo_rows.temperature_curve(rows + lit, "label", key) == demo_rows.temperature_curve(rows, "label", key)
+    assert demo_rows.temperature_curve(rows + lit, "label", "gap_bits") == [(0.5, -0.3), (1.0, 0.01)]
+    assert not any(demo_rows.is_temperature_row(r) for r in lit)
+    assert all(demo_rows.is_literature_row(r) for r in lit)
+    old = {k: v for k, v in rows[1].items() if k not in ("top_p", "typical_p")}  # an older metrics.json
+    assert demo_rows.is_temperature_row(old) and not demo_rows.is_literature_row(old)
+    m = demo_run["metrics"]
+    plain = [r for r in m["rows"] if demo_rows.is_temperature_row(r)]
+    assert {r["setting"] for r in plain} == {s.name for s in sweep.SETTINGS
+                                             if s.top_p is None and s.typical_p is None}
+
+
+def test_reading_of_the_literature_rows_is_built_from_the_numbers():
+    rows = [_row("tau1", 1.0, 0.0, False, 1.0),
+            _row("tau1-mirostatgap-0.5", 1.0, -0.49, True, -20.0, mirostat_gap=-0.5),
+            _row("tau1-mirostatgap0", 1.0, -0.01, False, -1.0, mirostat_gap=0.0),
+            _row("tau1-mirostatgap0.25", 1.0, 0.002, False, 0.5, mirostat_gap=0.25),
+            _row("tau1-minp0.1", 1.0, -0.2, False, -3.0, min_p=0.1)]
+    text = " ".join(demo_reading.reading({"meta": {}, "rows": rows}))
+    assert "tau1-minp0.1: gap -0.200, z -2.0, silent frames 10%" in text
+    assert "Plain tau 1.0: gap +0.000" in text
+    assert "within ±0.05 bits/sample of G: -0.5 (-0.490), +0 (-0.010); missed: +0.25 (+0.002)" in text
+    # the other way round when the numbers say so
+    rows[3] = _row("tau1-mirostatgap0.25", 1.0, 0.26, False, 0.5, mirostat_gap=0.25)
+    rows[1] = _row("tau1-mirostatgap-0.5", 1.0, -0.1, False, 0.5, mirostat_gap=-0.5)
+    text = " ".join(demo_reading.reading({"meta": {}, "rows": rows}))
+    assert "+0 (-0.010), +0.25 (+0.260); missed: -0.5 (-0.100)" in text
+    assert "literature" not in " ".join(demo_reading.reading({"meta": {}, "rows": rows[:1]}))
+    table = demo_page.literature_md(rows)
+    assert "| tau1-mirostatgap0 | 1 | -0.010 | -0.1 | 10% | 0 | 1 |" in table
+    assert table.splitlines()[-1].startswith("| tau 1.0 (plain) | 1 | +0.000 |")
+    assert demo_page.literature_md(rows[:1]).count("\n") == 1      # header only: no such rows
 
 
 def test_reading_is_built_from_the_numbers():

@@ -242,6 +242,17 @@ def test_page_from_a_demo_like_folder(tiny_ckpt, tiny_run, tmp_path, capsys):
     assert "unknown condition 'label-nine'" in capsys.readouterr().err
 
 
+def test_demo_rows_give_back_their_decoding_settings():
+    """A demo row's settings round-trip (the literature's filters included), so the overlay q_t
+    is the distribution that was sampled; rows of an older metrics.json have those filters off."""
+    from wavetyp.analysis.sweep import LITERATURE, SETTINGS, setting_fields
+    from wavetyp.report.inspector_inputs import row_settings
+    for s in SETTINGS + LITERATURE:
+        assert row_settings(setting_fields(s, None)) == s, s.name
+    old = {"setting": "tau1-topp0.9", "temperature": 1.0, "top_p": 0.9, "typical_p": None, "beam": None}
+    assert row_settings(old).name == "tau1-topp0.9"
+
+
 @pytest.mark.parametrize("args, says", [
     (["{missing}"], "no such file or folder"),
     (["{empty}"], "neither a sample run folder"),

@@ -16,6 +16,17 @@ levels only (per step it costs ~6x the whole sampling batch). Label renders last
 DEFAULT_SECONDS; vocoder renders have the recording's length. Quick: one digit ("six") per
 level, 0.5 s long (vocoder: the recording, cut to 0.5 s), and one beam search (vocoder
 condition, 0.25 s).
+
+Decoding from the literature (LITERATURE, all at tau 1) is rendered in a SEPARATE generate()
+call per condition, after the sweep's, seeded with seed + LITERATURE_SEED_OFFSET: the sweep's
+streams keep their random noise and codes, so SETTINGS' rows are the same with or without
+these rows. The values: min-p 0.1; epsilon 3e-4 (Hugging Face's suggested 3e-4..9e-4, low end:
+it cuts codes above 11.7 bits of surprise, ~0.08x the uniform 1/256, only the far tail);
+eta 2e-3 (suggested 3e-4..4e-3: at 3e-4 the entropy term sqrt(eta) exp(-H) is the smaller
+one only above 5.85 bits of entropy, so eta would nearly duplicate epsilon; at 2e-3 it adapts
+above 4.5 bits); mirostat with a fixed target of 4 bits (about the model's test NLL, 3.7-4.0
+bits/sample, the surprise of real speech under it); and wavetyp's mirostat-gap, whose target
+is each step's own entropy plus G, at G = -0.5 (about the gap of tau 0.3), 0 and +0.25.
 """
 from __future__ import annotations
 
@@ -40,6 +51,10 @@ from wavetyp.data.corpus import Corpus, Utterance
 TAUS = (0.1, 0.3, 0.5, 0.7, 0.85, 1.0)
 SETTINGS = ([DecodeSettings(0.0)] + [DecodeSettings(t) for t in TAUS]
             + [DecodeSettings(1.0, top_p=0.9), DecodeSettings(1.0, typical_p=0.9)])
+LITERATURE = ([DecodeSettings(1.0, min_p=0.1), DecodeSettings(1.0, epsilon_cutoff=3e-4),
+               DecodeSettings(1.0, eta_cutoff=2e-3), DecodeSettings(1.0, mirostat_tau=4.0)]
+              + [DecodeSettings(1.0, mirostat_gap=g) for g in (-0.5, 0.0, 0.25)])
+LITERATURE_SEED_OFFSET = 1000     # their call's seed: seed + condition index + this
 BEAM_WIDTH = 4
 # Beam search costs ~13 ms/step (width 4) against ~2 ms/step for the whole 9-stream sampling
 # batch, so it runs for the first condition of the label and vocoder levels only.
@@ -175,17 +190,34 @@ def render_sampled(model, c: Condition, seed: int) -> list[Rendered]:
     return render(model, SETTINGS, c.n_samples, c.spec, seed=seed, prefix=f"{c.id}__")
 
 
+def render_literature(model, c: Condition, seed: int) -> list[Rendered]:
+    """Every setting of LITERATURE for condition c, in their own generate() call (seeded
+    seed + LITERATURE_SEED_OFFSET), so that render_sampled's codes do not depend on them."""
+    if not LITERATURE:
+        return []
+    return render(model, LITERATURE, c.n_samples, c.spec, seed=seed + LITERATURE_SEED_OFFSET,
+                  prefix=f"{c.id}__")
+
+
 def render_beam(model, c: Condition) -> list[Rendered]:
     """Beam search (BEAM_WIDTH) for condition c over its beam_samples."""
     return render(model, SETTINGS[:1], c.beam_samples, c.spec, beam=BEAM_WIDTH, prefix=f"{c.id}__")
 
 
+FILTER_FIELDS = ("top_p", "typical_p", "min_p", "epsilon_cutoff", "eta_cutoff", "mirostat_tau",
+                 "mirostat_gap", "mirostat_eta")
+
+
 def setting_fields(s: DecodeSettings | None, beam: int | None) -> dict:
+    """The row's decoding: its name and every filter (None where off; mirostat_eta only for
+    mirostat rows)."""
     if beam:
-        return {"setting": f"beam{beam}", "temperature": None, "top_p": None, "typical_p": None,
+        return {"setting": f"beam{beam}", "temperature": None, **dict.fromkeys(FILTER_FIELDS),
                 "beam": beam}
-    return {"setting": s.name, "temperature": s.temperature, "top_p": s.top_p,
-            "typical_p": s.typical_p, "beam": None}
+    filters = {k: getattr(s, k) for k in FILTER_FIELDS}
+    if not s.mirostat:
+        filters["mirostat_eta"] = None
+    return {"setting": s.name, "temperature": s.temperature, **filters, "beam": None}
 
 
 def measure_render(r: Rendered, c: Condition, seed: int, sample_rate: int) -> dict:

@@ -21,6 +21,8 @@ from wavetyp.report.demo_reading import reading, rules_text
 from wavetyp.report.demo_rows import (
     band_name,
     fmt,
+    is_literature_row,
+    is_temperature_row,
     level_title,
     levels_present,
     mean_of,
@@ -123,12 +125,46 @@ def by_setting_md(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def by_setting_html(rows: list[dict]) -> str:
-    md = by_setting_md(rows).splitlines()
+def by_setting_html(rows: list[dict], md: str | None = None) -> str:
+    md = (md or by_setting_md(rows)).splitlines()
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in md if not line.startswith("|---")]
     head = "".join(f"<th>{E(c)}</th>" for c in cells[0])
     body = "\n".join("<tr>" + "".join(f"<td>{E(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
     return f'<table class="metrics"><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>'
+
+
+def literature_rows(rows: list[dict]) -> list[dict]:
+    """Per setting from the literature, and plain tau 1 for comparison, over all conditions:
+    gap, z, silent frames and the fricative band (means skip missing values)."""
+    groups = [(s, [r for r in rows if r["setting"] == s]) for s in settings_order(rows)
+              if any(r["setting"] == s and is_literature_row(r) for r in rows)]
+    if not groups:
+        return []
+    groups.append(("tau 1.0 (plain)", [r for r in rows if is_temperature_row(r) and r["temperature"] == 1.0]))
+    return [{"setting": s, "renders": len(rs), "gap_bits": mean_of(r.get("gap_bits") for r in rs),
+             "z": mean_of(r.get("z") for r in rs), "silence_frac": mean_of(r.get("silence_frac") for r in rs),
+             "silent": sum(1 for r in rs if r.get("silent")),
+             "typical": sum(1 for r in rs if r.get("in_typical_set")),
+             "fric_distribution": mean_of(r.get("fric_band_db") for r in rs if r.get("fric_rule") == "distribution"),
+             "fric_aligned": mean_of(r.get("fric_band_db") for r in rs if r.get("fric_rule") == "aligned")}
+            for s, rs in groups if rs]
+
+
+def literature_md(rows: list[dict]) -> str:
+    lines = ["| setting | renders | mean gap (bits) | mean z | mean silent frames | silent | in typical set | "
+             "fric. band dB, label rows | fric. band dB, vocoder rows |", "|" + "---|" * 9]
+    for a in literature_rows(rows):
+        lines.append(f"| {a['setting']} | {a['renders']} | {fmt(a['gap_bits'], '+.3f')} | {fmt(a['z'], '+.1f')} | "
+                     f"{fmt(a['silence_frac'], '.0%')} | {a['silent']} | {a['typical']} | "
+                     f"{fmt(a['fric_distribution'], '+.1f')} | {fmt(a['fric_aligned'], '+.1f')} |")
+    return "\n".join(lines)
+
+
+LITERATURE_TEXT = ("All at tau 1, rendered in their own batch after the sweep's (their own seed), "
+                   "so the sweep's renders do not depend on them. min-p: keep p >= min_p * max p; "
+                   "eps: keep p >= epsilon; eta: keep p >= min(eta, sqrt(eta) exp(-H)); mirostat: "
+                   "cut codes whose surprise exceeds mu, mu steered so the surprise holds a target "
+                   "(fixed bits, or mirostatgap G: the step's entropy + G).")
 
 
 def metrics_markdown(result: dict) -> str:
@@ -143,6 +179,9 @@ def metrics_markdown(result: dict) -> str:
     out += ["", "## By setting (over all conditions)", "", by_setting_md(rows),
             "", "Label rows: uncond, label and speaker levels (distribution rule); vocoder rows: "
             "aligned rule. Means skip renders where a value is undefined."]
+    if literature_rows(rows):
+        out += ["", "## Decoding from the literature (over all conditions)", "", literature_md(rows),
+                "", LITERATURE_TEXT]
     out += ["", "## Rules", ""] + [f"- {s}" for s in rules_text(meta)]
     out += ["", "## Metrics", "", metrics_table_md(rows), ""]
     if meta.get("notes"):
@@ -222,10 +261,20 @@ def level_grids_html(result: dict) -> str:
     return "\n".join(parts)
 
 
+def _literature_html(rows: list[dict]) -> str:
+    if not literature_rows(rows):
+        return ""
+    return (f'<h2>Decoding from the literature (over all conditions)</h2>\n<div class="metricswrap">'
+            f'{by_setting_html(rows, literature_md(rows))}</div>\n<p class="small">{E(LITERATURE_TEXT)} '
+            "Hollow points in the typical-set figure.</p>")
+
+
 def build_index_html(result: dict, toys_section: str | None = None, ood_href: str | None = None) -> str:
     meta, rows = result["meta"], result["rows"]
     eps = meta.get("rules", {}).get("typical_set_epsilon_bits")
     notes = "".join(f"<li>{E(n)}</li>" for n in meta.get("notes", []))
+    lit = ("; rules from the sampling literature (min-p, epsilon, eta, mirostat) are rendered beside them"
+           if literature_rows(rows) else "")
     ood = (f'<p>See also: <a href="{E(ood_href)}">out-of-distribution inputs</a> '
            f"(how the same model scores audio it was not trained on).</p>" if ood_href else "")
     return f"""<!doctype html>
@@ -236,7 +285,7 @@ def build_index_html(result: dict, toys_section: str | None = None, ood_href: st
 <h1>wavetyp: hearing typicality</h1>
 <p>A compact WaveNet over 8-bit mu-law speech (FSDD, {fmt((meta.get('sample_rate') or 0) / 1000, 'g')} kHz) is decoded in several ways, from
 greedy (always the most likely next code) through low temperatures to ancestral sampling
-(tau = 1), with nucleus (top-p) and locally typical sampling, and beam search. For every render
+(tau = 1), with nucleus (top-p) and locally typical sampling, and beam search{lit}. For every render
 the sampler logged, at each step, the negative log-likelihood (NLL) of the chosen code under the
 model's <em>untempered</em> distribution next to that distribution's entropy. Samples from the
 model itself have NLL ≈ entropy on average: they are <em>typical</em>. Mode-seeking decoding picks
@@ -266,7 +315,7 @@ conditions of a level, thin lines: single conditions.</p>
 <div class="metricswrap">{by_setting_html(rows)}</div>
 <p class="small">Label rows: the uncond, label and speaker levels (distribution rule); vocoder
 rows: the aligned rule. Means skip renders where a value is undefined (n/a).</p>
-<h2>All measurements</h2>
+{_literature_html(rows)}<h2>All measurements</h2>
 <div class="metricswrap">{metrics_table_html(rows)}</div>
 {toys_section or ''}
 {f'<h2>Notes</h2><ul class="small">{notes}</ul>' if notes else ''}
@@ -291,7 +340,8 @@ def write_report(out_dir, result: dict, toys_section: str | None = None,
 
 def console_table(rows: list[dict]) -> str:
     """The metrics as a fixed-width text table (what the CLI prints)."""
-    head = (f"{'condition':<26} {'setting':<17} {'sec':>4} {'RMS':>6} {'sil%':>5} {'NLL':>5} "
+    w = max([17] + [len(r["setting"]) for r in rows])
+    head = (f"{'condition':<26} {'setting':<{w}} {'sec':>4} {'RMS':>6} {'sil%':>5} {'NLL':>5} "
             f"{'H':>5} {'gap':>6} {'z':>7} {'fric/s':>6} {'band dB':>7} {'flat':>5}")
     lines = [head, "-" * len(head)]
 
@@ -299,7 +349,7 @@ def console_table(rows: list[dict]) -> str:
         return f"{v:{spec}}" if v is not None else "n/a".rjust(width)
 
     for r in rows:
-        lines.append(f"{r['condition'][:26]:<26} {r['setting']:<17} {r['seconds']:>4.2f} "
+        lines.append(f"{r['condition'][:26]:<26} {r['setting']:<{w}} {r['seconds']:>4.2f} "
                      f"{f(r['rms_dbfs'], '>6.1f', 6)} {100 * r['silence_frac']:>5.0f} "
                      f"{f(r['mean_nll_bits'], '>5.2f', 5)} {f(r['mean_entropy_bits'], '>5.2f', 5)} "
                      f"{f(r['gap_bits'], '>+6.2f', 6)} {f(r['z'], '>+7.1f', 7)} "

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from wavetyp.report.demo_rows import (
+    is_literature_row,
     is_temperature_row,
     level_title,
     levels_present,
@@ -83,11 +84,16 @@ class Thumbnails:
 # ------------------------------------------------------------------ figures
 
 def plot_typical_scatter(rows: list[dict], path, epsilon: float | None = None) -> None:
-    """x = mean entropy, y = mean NLL (bits/sample), one point per render; y = x drawn."""
+    """x = mean entropy, y = mean NLL (bits/sample), one point per render; y = x drawn.
+    Settings from the literature are hollow points, coloured among themselves."""
     fig = Figure(figsize=(8.4, 5.0), dpi=90)
     ax = fig.subplots()
     sets, levels = settings_order(rows), levels_present(rows)
     cmap = matplotlib.colormaps["tab10"]
+    hollow = {r["setting"] for r in rows if is_literature_row(r)}
+    filled = [s for s in sets if s not in hollow]      # their colours as without hollow ones
+    cidx = {s: (filled.index(s) if s in filled else [h for h in sets if h in hollow].index(s)) % 10
+            for s in sets}
     pts = [(r["mean_entropy_bits"], r["mean_nll_bits"]) for r in rows
            if r.get("mean_entropy_bits") is not None and r.get("mean_nll_bits") is not None]
     vals = [v for p in pts for v in p] or [0.0, 8.0]
@@ -100,12 +106,14 @@ def plot_typical_scatter(rows: list[dict], path, epsilon: float | None = None) -
     for r in rows:
         if r.get("mean_entropy_bits") is None or r.get("mean_nll_bits") is None:
             continue
+        color = cmap(cidx[r["setting"]])
         ax.scatter(r["mean_entropy_bits"], r["mean_nll_bits"], s=28,
-                   color=cmap(sets.index(r["setting"]) % 10),
-                   marker=MARKERS[levels.index(r["level"]) % len(MARKERS)],
-                   edgecolor="k", linewidth=0.3, zorder=3)
-    handles = [Line2D([], [], color=cmap(i % 10), marker="o", ls="", label=s)
-               for i, s in enumerate(sets)]
+                   marker=MARKERS[levels.index(r["level"]) % len(MARKERS)], zorder=3,
+                   **(dict(facecolor="none", edgecolor=color, linewidth=1.2) if r["setting"] in hollow
+                      else dict(color=color, edgecolor="k", linewidth=0.3)))
+    handles = [Line2D([], [], color=cmap(cidx[s]), marker="o", ls="", label=s,
+                      **({"markerfacecolor": "none"} if s in hollow else {}))
+               for s in sets]
     handles += [Line2D([], [], color="0.4", marker=MARKERS[i % len(MARKERS)], ls="",
                            label=level_title(rows, lv)) for i, lv in enumerate(levels)]
     handles.append(Line2D([], [], color="k", lw=1, label="NLL = entropy"))

@@ -8,6 +8,7 @@ import numpy as np
 from wavetyp.report.demo_rows import (
     band_name,
     fmt,
+    is_literature_row,
     is_temperature_row,
     level_title,
     levels_present,
@@ -132,6 +133,7 @@ def reading(result: dict) -> list[str]:
                  for s in trunc if mean_of(r['gap_bits'] for r in rows if r['setting'] == s) is not None]
         out.append("Truncated sampling at tau 1, mean gap over all conditions: " + ", ".join(parts)
                    + (f" (plain tau 1.0: {plain:+.3f})." if plain is not None else "."))
+    out += _literature(rows, eps)
     beams = [r for r in rows if r.get("beam")]
     if beams:
         g = mean_of(r["gap_bits"] for r in beams)
@@ -140,6 +142,41 @@ def reading(result: dict) -> list[str]:
                    f"over {len(beams)} condition{'s' if len(beams) != 1 else ''}; silent in {k} of {len(beams)}.")
     return out
 
+
+
+def _setting_means(rs: list[dict]) -> str:
+    """Mean gap, z, silent frames and fricative band (aligned / distribution rows) of rs."""
+    def m(key, rule=None):
+        return mean_of(r.get(key) for r in rs if rule is None or r.get("fric_rule") == rule)
+    return (f"gap {fmt(m('gap_bits'), '+.3f')}, z {fmt(m('z'), '+.1f')}, silent frames "
+            f"{fmt(m('silence_frac'), '.0%')}, fricative band {fmt(m('fric_band_db', 'aligned'), '+.1f')} dB "
+            f"aligned / {fmt(m('fric_band_db', 'distribution'), '+.1f')} dB distribution")
+
+
+def _literature(rows: list[dict], eps: float) -> list[str]:
+    """Decoding from the literature against plain tau 1, and whether mirostat-gap reached its
+    target gap (within eps / 2): sentences only about the rows that exist."""
+    lit = [s for s in settings_order(rows) if any(r["setting"] == s and is_literature_row(r) for r in rows)]
+    if not lit:
+        return []
+    plain = [r for r in rows if is_temperature_row(r) and r["temperature"] == 1.0]
+    out = [f"Decoding from the literature, means over {len({r['condition'] for r in rows})} conditions: "
+           + "; ".join(f"{s}: {_setting_means([r for r in rows if r['setting'] == s])}" for s in lit)
+           + (f". Plain tau 1.0: {_setting_means(plain)}." if plain else ".")]
+    gaps = []
+    for s in lit:
+        rs = [r for r in rows if r["setting"] == s and r.get("mirostat_gap") is not None]
+        g = mean_of(r.get("gap_bits") for r in rs)
+        if rs and g is not None:
+            gaps.append((rs[0]["mirostat_gap"], g))
+    if gaps:
+        hit = [f"{t:+g} ({g:+.3f})" for t, g in gaps if abs(g - t) <= eps / 2]
+        miss = [f"{t:+g} ({g:+.3f})" for t, g in gaps if abs(g - t) > eps / 2]
+        out.append("Mirostat-gap aims each step's surprise at that step's entropy plus G; the mean "
+                   f"gap it reached, within ±{eps / 2:g} bits/sample of G: "
+                   + (", ".join(hit) if hit else "none")
+                   + (f"; missed: {', '.join(miss)}" if miss else "") + ".")
+    return out
 
 
 def rules_text(meta: dict) -> list[str]:

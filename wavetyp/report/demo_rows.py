@@ -41,10 +41,20 @@ def level_title(rows: list[dict], level: str) -> str:
     return level
 
 
+LITERATURE_FILTERS = ("min_p", "epsilon_cutoff", "eta_cutoff", "mirostat_tau", "mirostat_gap")
+FILTERS = ("top_k", "top_p", "typical_p") + LITERATURE_FILTERS
+
+
 def is_temperature_row(r: dict) -> bool:
-    """Plain temperature sampling (greedy = temperature 0): the rows on the tau curves."""
-    return (r.get("beam") is None and r.get("top_p") is None and r.get("typical_p") is None
-            and r.get("temperature") is not None)
+    """Plain temperature sampling (greedy = temperature 0): the rows on the tau curves. A row
+    without a filter key (an older metrics.json) has that filter off."""
+    return (r.get("beam") is None and r.get("temperature") is not None
+            and all(r.get(k) is None for k in FILTERS))
+
+
+def is_literature_row(r: dict) -> bool:
+    """Decoding from the literature: min-p, epsilon, eta, mirostat or mirostat-gap."""
+    return r.get("beam") is None and any(r.get(k) is not None for k in LITERATURE_FILTERS)
 
 
 def mean_of(vals) -> float | None:

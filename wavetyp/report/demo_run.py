@@ -30,12 +30,15 @@ from wavetyp.analysis.sweep import (
     BEAM_WIDTH,
     DEFAULT_SECONDS,
     LEVELS,
+    LITERATURE,
+    LITERATURE_SEED_OFFSET,
     QUICK_SECONDS,
     SETTINGS,
     Condition,
     measure_render,
     plan_conditions,
     render_beam,
+    render_literature,
     render_sampled,
 )
 from wavetyp.core.audio import rms_dbfs, save_wav
@@ -181,19 +184,25 @@ def _listen_row(c: Condition, corpus: Corpus, stage: Path, thumbs: Thumbnails, s
 
 
 def _render_condition(model, c: Condition, seed: int, bar) -> tuple[list, dict]:
-    """All renders of condition c (sampled settings, then beam search) and their timings."""
+    """All renders of condition c as (render, its call's seed): the sweep's settings, then the
+    literature's in their own call (so the sweep's codes do not depend on them), then beam
+    search (seed None); and their timings."""
     t0 = time.time()
     bar.set_postfix_str(c.id)
-    rendered = render_sampled(model, c, seed)
+    rendered = [(r, seed) for r in render_sampled(model, c, seed)]
     bar.update(len(SETTINGS) * c.n_samples)
     t_sample, t_beam = time.time() - t0, 0.0
+    rendered += [(r, seed + LITERATURE_SEED_OFFSET) for r in render_literature(model, c, seed)]
+    bar.update(len(LITERATURE) * c.n_samples)
+    t_literature = time.time() - t0 - t_sample
     if c.beam_samples:
         bar.set_postfix_str(f"{c.id} beam{BEAM_WIDTH}")
         t1 = time.time()
-        rendered += render_beam(model, c)
+        rendered += [(r, None) for r in render_beam(model, c)]
         t_beam = time.time() - t1
         bar.update(BEAM_WIDTH * c.beam_samples)
-    return rendered, {"condition": c.id, "sampling_s": t_sample, "beam_s": t_beam}
+    return rendered, {"condition": c.id, "sampling_s": t_sample, "literature_s": t_literature,
+                      "beam_s": t_beam}
 
 
 def _write_render(r, c: Condition, seed: int, stage: Path, thumbs: Thumbnails, sr: int) -> dict:
@@ -211,7 +220,8 @@ def _sweep(model, conds, corpus, seed, stage, thumbs, progress) -> tuple[list, l
     """Render and measure every condition: (rows, condition rows, timings, copied recordings)."""
     sr = model.cfg.sample_rate
     rows, cond_rows, timings, copied = [], [], [], []
-    total = sum(len(SETTINGS) * c.n_samples + BEAM_WIDTH * c.beam_samples for c in conds)
+    total = sum((len(SETTINGS) + len(LITERATURE)) * c.n_samples + BEAM_WIDTH * c.beam_samples
+                for c in conds)
     bar = tqdm(total=total, disable=not progress, unit="step", unit_scale=True,
                desc="demo", dynamic_ncols=True)
     for ci, c in enumerate(conds):
@@ -223,7 +233,7 @@ def _sweep(model, conds, corpus, seed, stage, thumbs, progress) -> tuple[list, l
                           "samples": c.n_samples, "seconds": c.n_samples / sr,
                           "beam_samples": c.beam_samples, "reference": c.reference.to_dict(),
                           "listen": listen, **c.info})
-        rows += [_write_render(r, c, seed + ci, stage, thumbs, sr) for r in rendered]
+        rows += [_write_render(r, c, s, stage, thumbs, sr) for r, s in rendered]
     bar.close()
     return rows, cond_rows, timings, copied
 
@@ -265,6 +275,8 @@ def run_demo(model, out_dir="samples/demo", quick: bool = False, seconds: float 
             "checkpoint": checkpoint, "checkpoint_step": checkpoint_step,
             "training_steps": training_steps, "seed": seed, "quick": quick,
             "seconds": seconds, "sample_rate": sr, "settings": [s.name for s in SETTINGS],
+            "literature_settings": [s.name for s in LITERATURE],
+            "literature_seed_offset": LITERATURE_SEED_OFFSET,
             "beam_width": BEAM_WIDTH, "corpus": corpus.name,
             "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -118,9 +118,16 @@ def demo_mel_path(folder: Path, cond: dict) -> str | None:
         raise UsageError(f"{folder}: the recording behind {cond.get('id')} is missing ({e})") from None
 
 
+ROW_FILTERS = ("top_p", "typical_p", "min_p", "epsilon_cutoff", "eta_cutoff", "mirostat_tau",
+               "mirostat_gap")
+
+
 def row_settings(row: dict) -> DecodeSettings:
-    return DecodeSettings(float(row.get("temperature") or 0.0), top_p=row.get("top_p"),
-                          typical_p=row.get("typical_p"))
+    """A demo row's decoding; filters its metrics.json does not carry (older runs) are off."""
+    eta = row.get("mirostat_eta")
+    return DecodeSettings(float(row.get("temperature") or 0.0),
+                          **{k: row.get(k) for k in ROW_FILTERS},
+                          **({} if eta is None else {"mirostat_eta": eta}))
 
 
 def from_demo(folder: Path, sample_rate: int, settings: list[str] | None = None,
