@@ -1,9 +1,17 @@
-"""Long sampling keeps memory flat: the cache is a fixed ring buffer, logs are preallocated."""
+"""Long sampling keeps memory flat: the cache is a fixed ring buffer, logs are preallocated;
+a render that cannot fit is refused before it starts (core/memory.py)."""
 import json
 import subprocess
 import sys
+import time
 
 import pytest
+import torch
+from conftest import save_tiny_checkpoint, tiny_config
+
+from wavetyp import sample
+from wavetyp.core import memory
+from wavetyp.core.errors import UsageError
 
 SCRIPT = r"""
 import json, resource, sys, time, torch
@@ -44,3 +52,55 @@ def test_sixty_seconds_of_audio_finishes_with_flat_memory():
     assert r["60.0"]["n"] == 480000
     # the per-step logs themselves are ~24 bytes/sample (11.5 MB for 60 s); allow a margin
     assert r["60.0"]["rss_mb"] - r["6.0"]["rss_mb"] < 30, r
+
+
+# ------------------------------------------------------------------ the estimate before a render
+
+def test_estimate_grows_linearly_with_length_and_streams():
+    cfg = tiny_config()
+    one, two = memory.render_bytes(cfg, 1, 8000), memory.render_bytes(cfg, 1, 16000)
+    per = memory.HOST_STEP_BYTES + memory.PLOT_BYTES + memory.DEVICE_STEP_BYTES
+    assert one.per_sample == per and two.total() - one.total() == 8000 * per
+    four = memory.render_bytes(cfg, 4, 8000)
+    assert four.total() == 4 * one.total()                  # cache and buffers are per stream too
+    bare = memory.render_bytes(cfg, 1, 8000, plot=False)
+    assert one.total() - bare.total() == 8000 * memory.PLOT_BYTES
+    mel = memory.render_bytes(cfg, 1, 8000, mel_samples=8000)
+    assert mel.device > one.device and mel.host == one.host
+    beam = memory.render_bytes(cfg, 1, 8000, beam=4)
+    assert beam.total() > 4 * memory.BEAM_BYTES * 8000
+    assert memory.human(2.5e9) == "2.5 GB" and memory.human(512) == "512 B"
+    assert memory.human(8.4e15) == "8.4 PB"
+
+
+def test_check_fits_refuses_in_one_line_naming_need_and_room():
+    est = memory.Estimate(host=2 * 10**9, device=10**9, per_sample=56)
+    have = {"cpu": 4 * 10**9, "cuda": 5 * 10**8}
+    avail = lambda d: have[torch.device(d).type]  # noqa: E731
+    memory.check_fits(est, "cpu", "x", "y", available=avail)          # 3 GB of 4: fits
+    have["cpu"] = 3 * 10**9
+    with pytest.raises(UsageError) as e:                               # 3 GB > 90 % of 3
+        memory.check_fits(est, "cpu", "rendering 1 stream(s)", "ask for less", available=avail)
+    msg = str(e.value)
+    assert msg == ("rendering 1 stream(s) needs about 3.0 GB of memory (56 bytes per sample and "
+                   "stream), 3.0 GB is available: ask for less") and "\n" not in msg
+    have["cpu"] = 10**12                                              # the host has room, the GPU not
+    with pytest.raises(UsageError, match=r"needs about 1.0 GB of memory on cuda \(56 bytes"):
+        memory.check_fits(est, "cuda", "x", "y", available=avail)
+    memory.check_fits(est, "cpu", "x", "y", available=lambda d: None)  # unknown: never refused
+    assert memory.available_bytes("cpu") is None or memory.available_bytes("cpu") > 10**7
+
+
+@pytest.mark.parametrize("args", [["--seconds", "1e9"], ["--num", "100000", "--seconds", "100"]])
+def test_sample_refuses_a_render_that_cannot_fit_before_it_starts(tmp_path, capsys, args):
+    """The issue's two cases used to end in a raw "can't allocate memory" traceback."""
+    ckpt = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    t0 = time.time()
+    rc = sample.main(["--checkpoint", str(ckpt), "--device", "cpu", "--out", str(tmp_path / "out"),
+                      *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("error: rendering ") and "of memory" in err[0] and "is available" in err[0]
+    assert "ask for fewer --seconds or --num, or pass --no-plot" in err[0]
+    assert not any((tmp_path / "out").iterdir())                      # no run folder was made
+    assert time.time() - t0 < 60

@@ -22,6 +22,7 @@ from wavetyp.core.conditioning import make_cond_spec
 from wavetyp.core.decoding import DecodeSettings
 from wavetyp.core.errors import UsageError
 from wavetyp.core.generate import render
+from wavetyp.core.memory import check_fits, render_bytes
 from wavetyp.data.fsdd import resolve_audio_arg
 from wavetyp.report.samples import format_table, write_run
 
@@ -132,6 +133,13 @@ def main(argv=None) -> int:
         streams = [s for s in settings for _ in range(a.num)]
         if a.beam:
             streams = streams[:1]
+        with_reference = not (a.no_reference or a.beam or REFERENCE in settings)
+        n_streams = len(streams) + with_reference
+        est = render_bytes(model.cfg, n_streams, n, a.beam, plot=not a.no_plot,
+                           mel_samples=0 if spec.mel_codes is None else len(spec.mel_codes))
+        check_fits(est, next(model.parameters()).device,   # before any folder or step
+                   f"rendering {n_streams} stream(s) x {n:,} samples",
+                   "ask for fewer --seconds or --num" + ("" if a.no_plot else ", or pass --no-plot"))
         tag = f"beam{a.beam}" if a.beam else "_".join(s.name for s in settings)
         if a.name:
             run_dir = out_dir / a.name
@@ -141,7 +149,7 @@ def main(argv=None) -> int:
             run_dir = unique_run_dir(out_dir, f"{spec.label}-{tag}-seed{a.seed}")
         run_dir = check_output_dir(run_dir)
         rendered = render(model, streams, n, spec, a.seed, prime, a.beam, progress=True)
-        if not (a.no_reference or a.beam or REFERENCE in settings):
+        if with_reference:
             # a separate batch, so the asked-for streams keep the codes they have without it
             ref = render(model, [REFERENCE], n, spec, a.seed, prime)[0]
             ref.name = f"reference-{ref.name}"
