@@ -91,16 +91,67 @@ def test_check_fits_refuses_in_one_line_naming_need_and_room():
     assert memory.available_bytes("cpu") is None or memory.available_bytes("cpu") > 10**7
 
 
-@pytest.mark.parametrize("args", [["--seconds", "1e9"], ["--num", "100000", "--seconds", "100"]])
-def test_sample_refuses_a_render_that_cannot_fit_before_it_starts(tmp_path, capsys, args):
-    """The issue's two cases used to end in a raw "can't allocate memory" traceback."""
+@pytest.mark.parametrize("args, says", [
+    (["--seconds", "1e9"], "of disk space for its files"),           # streamed: flat memory
+    (["--num", "100000", "--seconds", "100"], "of "),               # memory here, disk elsewhere
+])
+def test_sample_refuses_a_render_that_cannot_fit_before_it_starts(tmp_path, capsys, args, says):
+    """The issue's two cases used to end in a raw "can't allocate memory" traceback; both are
+    long enough to stream, so memory stays flat, but the files cannot fit on the disk."""
     ckpt = save_tiny_checkpoint(tmp_path / "tiny.pt")
     t0 = time.time()
     rc = sample.main(["--checkpoint", str(ckpt), "--device", "cpu", "--out", str(tmp_path / "out"),
                       *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1, err
-    assert err[0].startswith("error: rendering ") and "of memory" in err[0] and "is available" in err[0]
-    assert "ask for fewer --seconds or --num, or pass --no-plot" in err[0]
+    assert err[0].startswith("error: rendering ") and "needs about" in err[0] and says in err[0]
+    assert "is available: ask for fewer --num" in err[0] or "is free in " in err[0]
     assert not any((tmp_path / "out").iterdir())                      # no run folder was made
     assert time.time() - t0 < 60
+
+
+def test_disk_check_refuses_files_that_cannot_fit(tmp_path):
+    assert memory.file_bytes(2, 8000) == 2 * 8000 * memory.FILE_BYTES
+    assert memory.file_bytes(2, 8000, stream=True) > memory.file_bytes(2, 8000)
+    memory.check_disk(10**6, tmp_path, "x", "y")
+    with pytest.raises(UsageError, match=rf"^r needs about 1.0 PB of disk space for its files, .* is free in {tmp_path}: h$"):
+        memory.check_disk(10**15, tmp_path, "r", "h")
+
+
+def test_a_streamed_render_needs_nothing_that_grows_with_its_length():
+    cfg = tiny_config()
+    short, long = (memory.render_bytes(cfg, 2, n, stream=True) for n in (8000, 8000 * 3600))
+    assert short.total() == long.total() == memory.render_bytes(cfg, 2, 1, plot=False).device - 2 * 8
+    assert long.per_sample == 0
+
+
+STREAM_SCRIPT = r"""
+import json, resource, sys, tempfile, torch
+sys.path.insert(0, "tests")
+from pathlib import Path
+from conftest import tiny_config
+from wavetyp.core.conditioning import CondSpec
+from wavetyp.core.decoding import DecodeSettings
+from wavetyp.core.model import WaveNet
+from wavetyp.report.sample_stream import stream_run
+torch.manual_seed(0)
+model = WaveNet(tiny_config()).eval()
+out = {}
+for seconds in (float(s) for s in sys.argv[1:]):
+    rows, _ = stream_run(model, [DecodeSettings(1.0)] * 4, int(seconds * 8000), CondSpec(), 0, None,
+                         Path(tempfile.mkdtemp()), progress=False)
+    out[str(seconds)] = {"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                         "seconds": rows[0]["seconds"]}
+print(json.dumps(out))
+"""
+
+
+def test_streamed_renders_keep_memory_flat():
+    """Four streams of 1 s, then of 8 s, written to disk as they are generated: the in-memory
+    run would keep ~4 x 64000 x 48 bytes = 12 MB more for the longer one; streamed, it keeps
+    nothing (this tiny model, one stream: 547.7 / 548.3 / 549.0 MB peak at 10 / 100 / 300 s)."""
+    res = subprocess.run([sys.executable, "-c", STREAM_SCRIPT, "1", "8"], capture_output=True,
+                         text=True, check=True)
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    assert r["8.0"]["seconds"] == 8.0
+    assert r["8.0"]["rss_mb"] - r["1.0"]["rss_mb"] < 4, r
