@@ -143,9 +143,9 @@ def ab_strip_html(result: dict) -> str:
     for st in STRIP_SETTINGS:
         r = next((r for r in result["rows"] if r["condition"] == c["id"] and r["setting"] == st), None)
         if r is not None:
-            cells.append((st, r["wav"], r["spec_png"], r.get("inspector"),
-                          f"gap {fmt(r.get('gap_bits'), '+.2f')} bits/sample, RMS "
-                          f"{fmt(r.get('rms_dbfs'), '.1f')} dBFS"))
+            text = (f"gap {fmt(r.get('gap_bits'), '+.2f')} bits/sample, RMS "
+                    f"{fmt(r.get('rms_dbfs'), '.1f')} dBFS")
+            cells.append((st, r["wav"], r["spec_png"], r.get("inspector"), text))
     head = "".join(f"<th>{E(name)}</th>" for name, *_ in cells)
     body = "".join(f"<td>{audio_html(wav)}<br>{linked(img_html(png, 'spectrogram ' + name), href)}"
                    f"<span class=small>{text}</span>{inspector_link(href)}</td>"

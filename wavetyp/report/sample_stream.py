@@ -49,7 +49,8 @@ class StreamWriter:
         B = len(names)
         self.wavs = [sf.SoundFile(str(self.dir / f"{n}.wav"), "w", samplerate=sample_rate,
                                   channels=1, subtype="PCM_16", format="WAV") for n in names]
-        self.raw = [{key: open(self._raw(n, key), "wb") for key, _, _ in ARRAYS} for n in names]
+        self.raw = [{key: open(self._raw(n, key), "wb")  # noqa: SIM115 - open until close()
+                     for key, _, _ in ARRAYS} for n in names]
         self.sums = np.zeros((B, 5))                 # nll, ent, var, nll - ent, steps (no prime)
         self.square = np.zeros(B)                    # sum of wave^2
         self.counts = np.zeros((B, 256), dtype=np.int64)
