@@ -3,23 +3,27 @@ FSDD-style corpus), its metrics, the static report's links, and a headless-Chrom
 that every <audio> and <img> of index.html actually loads."""
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from browser import Browser, find_chromium
 from conftest import save_tiny_checkpoint
 
 from wavetyp import demo
 from wavetyp.analysis import measures, sweep
+from wavetyp.core.audio import mu_law_decode
 from wavetyp.data.corpus import Corpus
-from wavetyp.report import demo_page, demo_reading, demo_rows
+from wavetyp.report import demo_inspector, demo_page, demo_plots, demo_reading, demo_rows, plots
 from wavetyp.report import demo_run as demo_run_mod
 
 SR = 8000
@@ -188,15 +192,94 @@ def test_index_html_references_only_existing_relative_files(demo_run):
     page = out / "index.html"
     refs = parse_refs(page)
     assert refs.audio >= len(rows) and refs.img >= 2 * len(rows) + 2
+    groups = {g["id"]: g for g in inspector_meta(out)["groups"]}
+    names = {t["id"]: t["name"] for t in inspector_meta(out)["tracks"]}
     for ref in refs.refs:
         assert not re.match(r"^[a-z]+:", ref) and not ref.startswith("/"), ref
-        assert (out / ref).is_file(), f"index.html points at missing {ref}"
+        path, _, frag = ref.partition("#")
+        assert (out / path).is_file(), f"index.html points at missing {ref}"
+        if frag:                          # a place in the inspector: that group and track exist
+            assert path == demo_inspector.INSPECTOR, ref
+            q = parse_qs(frag)
+            assert q["group"][0] in groups, ref
+            assert q["track"][0] in {names[t] for t in groups[q["group"][0]]["tracks"]}, ref
     text = page.read_text()
     for r in rows:
         assert r["wav"] in text and r["spec_png"] in text and r["trace_png"] in text
-    assert "typical_set.png" in text and "temperature_curves.png" in text
+    assert "typical_set.png" in text and "temperature_curves.png" in text and "spec_scale.png" in text
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     assert size < 8e6
+
+
+def inspector_meta(out: Path) -> dict:
+    text = (out / demo_inspector.INSPECTOR).read_text()
+    return json.loads(re.search(r'<script type="application/json" id="inspector-meta">(.*?)</script>',
+                                text, re.DOTALL).group(1).replace("<\\/", "</"))
+
+
+def test_every_greedy_tau07_tau1_render_links_to_its_inspector_view(demo_run):
+    """inspector.html is built beside index.html; each render it shows (greedy, tau 0.7, tau 1)
+    and each vocoder recording links to #group=<condition>&track=<name>, the page holds exactly
+    those tracks, with the codes of the WAV files and the sampler's own logs."""
+    out, m = demo_run["out"], demo_run["metrics"]
+    meta, page = inspector_meta(out), (out / "index.html").read_text()
+    assert "inspector.html" in m["files"]
+    insp = m["meta"]["inspector"]
+    assert insp["page"] == "inspector.html" and insp["tracks"] == len(meta["tracks"])
+    assert insp["bytes"] == (out / "inspector.html").stat().st_size
+    shown = [r for r in m["rows"] if r["setting"] in ("greedy", "tau0.7", "tau1")]
+    assert len(shown) == 3 * len(m["conditions"])
+    for r in m["rows"]:
+        if r not in shown:
+            assert "inspector" not in r, r["name"]
+            continue
+        href = f"inspector.html#group={r['condition']}&track={r['setting']}"
+        assert r["inspector"] == href
+        assert page.count(f'href="{href.replace("&", "&amp;")}"') >= 3     # spectrogram, traces, text
+        (t,) = [t for t in meta["tracks"] if t["group"] == r["condition"] and t["name"] == r["setting"]]
+        assert t["kind"] == "render" and t["T"] == r["samples"] and t["source"] == r["wav"]
+        assert t["rescore_check"] is not None and t["rescore_check"] < 1e-3   # logs = rescoring
+    recordings = [t for t in meta["tracks"] if t["kind"] == "recording"]
+    vocoder = [c for c in m["conditions"] if c["level"] == "vocoder"]
+    assert vocoder and len(recordings) == len(vocoder)
+    for c in vocoder:
+        (t,) = [t for t in recordings if t["group"] == c["id"]]
+        assert c["listen"]["inspector"] == f"inspector.html#group={c['id']}&track=recording+{c['listen']['name']}"
+        assert t["name"] == f"recording {c['listen']['name']}"
+    assert len(meta["tracks"]) == len(shown) + len(recordings)
+
+
+def test_the_page_tells_the_story_first_and_folds_the_rules_and_the_table(demo_run):
+    text = (demo_run["out"] / "index.html").read_text()
+    order = ['class="story"', "temperature_curves.png", 'class="strip"', 'class="toys"',
+             "What the numbers say", "img/typical_set.png", 'id="level-', "By setting"]
+    at = [text.index(k) for k in order]
+    assert at == sorted(at), dict(zip(order, at))
+    strip = text[text.index('class="strip"'):text.index('class="toys"')]
+    heads = re.findall(r"<th>(.*?)</th>", strip)
+    assert heads == ["recording", "greedy", "tau0.7", "tau1"]            # a vocoder row
+    assert strip.count("<audio") == 4 and strip.count("inspector.html#group=vocoder-") >= 4
+    details = re.findall(r"<details><summary>(.*?)</summary>(.*?)</details>", text, re.DOTALL)
+    assert [d[0].split(":")[0] for d in details] == ["How it was measured", "All measurements"]
+    assert 'class="metrics"' in details[1][1] and text.count("<table class=\"metrics\"") == 2
+    rules = demo_reading.rules_text(demo_run["metrics"]["meta"])
+    assert html.escape(rules[0]) in details[0][1]
+    # without the inspector (--no-inspector, or it failed) the page links nowhere
+    res = json.loads(json.dumps(demo_run["metrics"]))
+    res["meta"]["inspector"] = None
+    for r in res["rows"] + [c["listen"] for c in res["conditions"] if c.get("listen")]:
+        r.pop("inspector", None)
+    assert "inspector.html" not in demo_page.build_index_html(res)
+
+
+def test_a_failed_inspector_leaves_a_note_and_no_links(monkeypatch, tmp_path):
+    def broken(*a, **k):
+        raise RuntimeError("out of memory\nsecond line")
+    monkeypatch.setattr(demo_run_mod, "build_demo_inspector", broken)
+    rows, conds, notes = [{"condition": "c", "setting": "greedy"}], [{"id": "c", "listen": {"name": "x"}}], []
+    assert demo_run_mod.inspector_section(None, [], tmp_path, rows, conds, {}, False, notes) is None
+    assert "inspector" not in rows[0] and "inspector" not in conds[0]["listen"]
+    assert notes == ["inspector page failed (RuntimeError: out of memory): no links to it"]
 
 
 def test_reference_recordings_are_copied_with_their_licence(demo_run):
@@ -222,7 +305,9 @@ def test_reference_recordings_are_copied_with_their_licence(demo_run):
     assert demo_run_mod.ATTRIBUTION in m["files"]
     page = (out / "index.html").read_text()
     assert page.count("CC BY-SA 4.0") >= len(listens)
-    assert page.count(f'href="{demo_run_mod.ATTRIBUTION}"') == len(listens)
+    strip = page[page.index('class="strip"'):page.index('class="toys"')]     # the A/B strip at the top
+    assert strip.count(f'href="{demo_run_mod.ATTRIBUTION}"') == 1
+    assert page.count(f'href="{demo_run_mod.ATTRIBUTION}"') == len(listens) + 1
     recordings = {p.read_bytes() for p in rec.glob("*.wav")}
     waves = [sf.read(str(p))[0] for p in rec.glob("*.wav")]
     for f in (out / "audio").rglob("*.wav"):
@@ -399,6 +484,70 @@ def test_reading_is_built_from_the_numbers():
     text = " ".join(demo_reading.reading({"meta": {}, "rows": flipped}))
     assert "tau1 in 1 of 1 condition" in text and "greedy in" not in text
     assert "falls at every step" in text and "falls below" in text
+
+
+# ------------------------------------------------------------------ the pictures
+
+def sine(amplitude, seconds=0.5, hz=1000.0):
+    return (amplitude * np.sin(2 * np.pi * hz * np.arange(int(seconds * SR)) / SR)).astype(np.float32)
+
+
+def test_spectrograms_share_one_dbfs_scale():
+    """0 dBFS is a full-scale sine's peak bin; halving the amplitude is -6 dB; every picture is
+    drawn with the same limits, so near-silence stays dark instead of being rescaled."""
+    full, half = plots.spectrogram_dbfs(sine(1.0)), plots.spectrogram_dbfs(sine(0.5))
+    assert abs(full.max()) < 0.1 and full.max() - half.max() == pytest.approx(20 * np.log10(2), abs=0.01)
+    from matplotlib.figure import Figure
+    ax = Figure().subplots()
+    rng = np.random.default_rng(0)                  # a near-silent render: codes 127..129 at random
+    mu_silence = mu_law_decode(torch.as_tensor(rng.integers(127, 130, 4000))).numpy()
+    for wave in (sine(1.0), sine(1e-3), mu_silence):
+        im = plots.draw_spectrogram(ax, wave, SR)
+        assert im.get_clim() == plots.SPEC_DBFS
+    lo, hi = plots.SPEC_DBFS                        # 95 % of its pixels in the darkest fifth
+    assert np.percentile(plots.spectrogram_dbfs(mu_silence), 95) < lo + 0.2 * (hi - lo)
+    assert np.percentile(plots.spectrogram_dbfs(sine(0.1)), 99) > hi - 20  # a loud tone is bright
+
+
+def test_thumbnails_have_axis_titles_and_show_the_gap_on_one_scale(tmp_path):
+    from PIL import Image
+    th = demo_plots.Thumbnails()
+    ent = np.full(4000, 2.0)
+    nll = ent - 0.5                                   # greedy-like: half a bit below H
+    nll[1000:1400] = ent[1000:1400] - 5.0             # far below the y range: drawn at its edge
+    th.traces(nll, ent, SR, tmp_path / "t.png")
+    top, bottom = th.trace_axes
+    assert (top.get_ylabel(), bottom.get_ylabel(), bottom.get_xlabel()) == ("bits", "gap", "s")
+    assert bottom.get_ylim() == plots.GAP_YLIM and plots.GAP_YLIM[0] < -0.5 < -0.1 < plots.GAP_YLIM[1]
+    (band,) = [p for p in bottom.patches if p.get_height() == pytest.approx(0.2)]
+    assert band.get_y() == pytest.approx(-0.1)                      # the typical band, shaded
+    (line,) = bottom.get_lines()[1:]
+    y = line.get_ydata()
+    assert y[3000] == pytest.approx(-0.5) and y.min() == plots.GAP_YLIM[0]   # clipped, not rescaled
+    th.spectrogram(sine(0.5), SR, tmp_path / "s.png")
+    assert (th.spec_ax.get_ylabel(), th.spec_ax.get_xlabel()) == ("kHz", "s")
+    for f in ("t.png", "s.png"):
+        im = Image.open(tmp_path / f)
+        assert im.size == (288, 153) and im.mode == "P"
+
+
+def test_the_typical_set_figure_plots_gap_by_setting_with_a_visible_band(tmp_path):
+    rows = [_row("greedy", 0.0, -0.5, True, -40.0), _row("greedy", 0.0, -0.7, True, -40.0, cond="c2"),
+            _row("tau0.7", 0.7, -0.2, False, -5.0), _row("tau1", 1.0, 0.02, False, 1.0, level="vocoder")]
+    fig = demo_plots.plot_typical_scatter(rows, tmp_path / "g.png", 0.1)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["greedy", "tau0.7", "tau1"]
+    (band,) = ax.patches
+    assert (band.get_y(), band.get_height()) == (pytest.approx(-0.1), pytest.approx(0.2))
+    lo, hi = ax.get_ylim()
+    assert lo < -0.7 and hi > 0.1 and (hi - lo) < 2.0              # zoomed on the gaps, not 0-6 bits
+    means = sorted(round(ln.get_ydata()[0], 3) for ln in ax.get_lines() if len(ln.get_ydata()) == 2
+                   and ln.get_ydata()[0] == ln.get_ydata()[1] and ln.get_xdata()[0] != ln.get_xdata()[1]
+                   and ln.get_color() == "k" and ln.get_linewidth() > 1)
+    assert means == [-0.6, -0.2, 0.02]
+    xs = {tuple(c.get_offsets()[:, 0].round(2)) for c in ax.collections}
+    assert all(-0.5 < x < 0.5 or 0.5 < x < 1.5 or 1.5 < x < 2.5 for xx in xs for x in xx)
+    assert (tmp_path / "g.png").is_file()
 
 
 # ------------------------------------------------------------------ the page in a browser

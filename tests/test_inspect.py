@@ -294,6 +294,14 @@ def test_page_in_headless_chromium_follows_the_audio_and_seeks_on_click(tiny_ckp
         res = json.loads(text)
         shot = tmp_path / "inspector.png"
         browser.screenshot(shot)
+        # a link from the demo's report: #group=..&track=..&t=.. selects that row, even when
+        # only the hash changes in an open page
+        browser.evaluate("location.hash = 'group=digit3-mel-rec&track=tau1-0&t=0.025'")
+        active = browser.wait_for("(() => { const r = document.querySelector('.row.active');"
+                                  " return r && r.dataset.name === 'tau1-0' ? r.dataset.name : null; })()",
+                                  timeout=20)
+        playing = browser.evaluate("document.getElementById('playing').textContent")
+        readout = browser.evaluate("document.querySelector('.row.active .dist').dataset.step")
     assert res["errors"] == [], res["errors"]
     assert res["audio_ready"], res
     checks = res["checks"]
@@ -303,5 +311,7 @@ def test_page_in_headless_chromium_follows_the_audio_and_seeks_on_click(tiny_ckp
     assert checks["click_seeks_audio"] and checks["click_puts_cursor"] and checks["click_moves_panel"], res["click"]
     assert checks["hover_tooltip"] and checks["zoom_to_samples"]
     assert res["pass"]
+    assert active == "tau1-0" and playing == "audio: tau1-0"
+    assert int(readout) == 200                                 # t = 0.025 s at 8 kHz
     assert shot.is_file() and shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")

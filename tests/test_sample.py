@@ -147,3 +147,76 @@ def test_score_cli_on_folder_skips_bad_files(tiny_ckpt, tmp_path, capsys):
     rows = json.loads(js.read_text())
     assert len(rows["files"]) == 1 and len(rows["skipped"]) == 1
     assert "skipped" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ streamed renders
+
+def streamed_pair(tiny_ckpt, tmp_path, *extra):
+    """The same run in memory (--no-plot) and streamed (--stream): their run folders."""
+    rec = tmp_path / "rec.wav"
+    sf.write(rec, synth_speechlike(0.1), 8000)
+    args = ["--temperature", "0", "0.7", "--top-p", "0.9", "--digit", "3", "--prime", str(rec),
+            "--prime-ms", "20", *extra]
+    assert run_sample(tiny_ckpt, tmp_path / "s", *args, "--name", "memory") == 0
+    return tmp_path / "s" / "memory", tmp_path / "s" / "streamed", args
+
+
+def test_a_streamed_run_writes_the_same_files_as_one_in_memory(tiny_ckpt, tmp_path, capsys):
+    """0.1 s = 800 steps = four chunks of 256, with a prime, greedy, a truncating setting (the
+    Python step) and the tau 1 reference batch: same codes, logs, audio and summary."""
+    mem, st, args = streamed_pair(tiny_ckpt, tmp_path)
+    capsys.readouterr()
+    assert run_sample(tiny_ckpt, tmp_path / "s", *args, "--name", "streamed", "--stream") == 0
+    assert "while rendering (streamed: flat memory, no traces.png)" in capsys.readouterr().out
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (mem, st))
+    assert b["streamed"] is True and b["interrupted_at"] is None
+    assert [r["name"] for r in a["samples"]] == [r["name"] for r in b["samples"]] == [
+        "greedy-0", "greedy-1", "tau0.7-topp0.9-0", "tau0.7-topp0.9-1", "reference-tau1-0"]
+    for ra, rb in zip(a["samples"], b["samples"]):
+        assert ra["sound"] == rb["sound"] and ra["reading"] == rb["reading"]
+        assert rb["rms_dbfs"] == pytest.approx(ra["rms_dbfs"], abs=1e-9)
+        for k, v in ra["summary"].items():
+            assert rb["summary"][k] == (pytest.approx(v, rel=1e-9) if isinstance(v, float) else v), k
+        za, zb = np.load(mem / f"{ra['name']}.npz"), np.load(st / f"{rb['name']}.npz")
+        assert sorted(za.files) == sorted(zb.files)
+        for k in za.files:
+            nan = za[k].dtype.kind == "f"                            # sampled NLL: NaN in the prime
+            assert za[k].dtype == zb[k].dtype and np.array_equal(za[k], zb[k], equal_nan=nan), k
+        assert (mem / f"{ra['name']}.wav").read_bytes() == (st / f"{rb['name']}.wav").read_bytes()
+    assert not list(st.glob(".*"))                                   # no partial files left
+
+
+def test_an_interrupted_streamed_run_keeps_what_it_wrote(tiny_ckpt, tmp_path, capsys, monkeypatch):
+    from wavetyp.report import sample_stream
+    mem, st, args = streamed_pair(tiny_ckpt, tmp_path)
+    write = sample_stream.StreamWriter.__call__
+
+    def ctrl_c_in_third_chunk(self, t0, codes, logs):
+        if t0 >= 512:
+            raise KeyboardInterrupt
+        write(self, t0, codes, logs)
+    monkeypatch.setattr(sample_stream.StreamWriter, "__call__", ctrl_c_in_third_chunk)
+    capsys.readouterr()
+    assert run_sample(tiny_ckpt, tmp_path / "s", *args, "--name", "streamed", "--stream") == 130
+    out = capsys.readouterr().out
+    assert "interrupted at 0.06 s of 0.10 s: kept what was written, 4 WAV/NPZ pairs" in out
+    summary = json.loads((st / "summary.json").read_text())
+    assert summary["interrupted_at"] == 512 and len(summary["samples"]) == 4   # no reference
+    for row in summary["samples"]:
+        z, full = np.load(st / f"{row['name']}.npz"), np.load(mem / f"{row['name']}.npz")
+        assert len(z["codes"]) == len(z["nll_bits"]) == 512 and row["seconds"] == 512 / 8000
+        assert np.array_equal(z["codes"], full["codes"][:512])       # what it wrote is right
+        assert sf.info(str(st / f"{row['name']}.wav")).frames == 512
+
+
+def test_long_renders_stream_by_themselves_and_beam_does_not(tiny_ckpt, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sample, "STREAM_SECONDS", 0.05)             # 0.1 s counts as long here
+    assert sample.main(["--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "s"), "--seconds",
+                        "0.1", "--num", "1", "--name", "long"]) == 0
+    run = tmp_path / "s" / "long"
+    assert json.loads((run / "summary.json").read_text())["streamed"] is True
+    assert not (run / "traces.png").exists()
+    capsys.readouterr()
+    assert run_sample(tiny_ckpt, tmp_path / "s", "--beam", "2", "--stream") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--stream does not apply to --beam" in err[0]

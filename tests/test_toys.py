@@ -1,6 +1,7 @@
 """The essay's toy examples: exact numbers to the printed precision, MC agreement, the CLI."""
 from __future__ import annotations
 
+import html
 import json
 import math
 import subprocess
@@ -13,7 +14,8 @@ from scipy import stats
 
 from wavetyp import toys as cli
 from wavetyp.analysis import toys
-from wavetyp.report.toys_page import toys_html
+from wavetyp.analysis.toys import annulus_mass
+from wavetyp.report.toys_page import eps_note, toys_html
 
 # ------------------------------------------------------------------ unfair coin
 
@@ -161,6 +163,15 @@ def test_cli_writes_report(tmp_path, capsys):
         assert f"]({png})" in md
 
     frag = toys_html(res, "img/toys/")
+    # the same eps = 0.1 is per toss for the coin and in total for the Gaussian: said everywhere
+    note = eps_note(res)
+    coin01 = next(s["mass"] for s in res["coin"]["typical_sets"] if s["eps"] == 0.1)
+    assert f"holds {100 * coin01:.0f} % of the coin's mass" in note
+    assert f"but {100 * annulus_mass(0.1, 100):.2g} % of the Gaussian's" in note
+    assert "per toss" in note and "1.6 bits of surprise over the 16 tosses" in note
+    assert f"10 bits in total), it holds {100 * annulus_mass(10.0, 100):.0f} %" in note
+    assert note in printed and note in md and html.escape(note) in frag
+    assert "eps per toss" in md and "eps in total over the K dimensions" in md
     assert frag.startswith('<section class="toys">') and frag.rstrip().endswith("</section>")
     assert frag.count("<table>") == 5
     for png in names[2:]:

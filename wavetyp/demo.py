@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing report in --out")
     p.add_argument("--data-dir", default=None,
                    help="FSDD folder; none: $WAVETYP_DATA, ../shared/data/fsdd, ~/.cache/wavetyp/fsdd")
+    p.add_argument("--no-inspector", action="store_true",
+                   help="skip inspector.html, the interactive page the report links each greedy, "
+                        "tau 0.7 and tau 1 render to (building it rescores those renders in one "
+                        "parallel pass each)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads; none: torch's choice")
     return p
 
@@ -56,10 +60,15 @@ def main(argv=None) -> int:
         res = run_demo(model, out_dir, quick=a.quick, seconds=a.seconds, seed=a.seed,
                        corpus=corpus, progress=True, overwrite=a.overwrite,
                        checkpoint=str(a.checkpoint or "shipped"), checkpoint_step=ckpt.get("step"),
-                       training_steps=total_training_steps(a.checkpoint))
+                       training_steps=total_training_steps(a.checkpoint),
+                       inspector=not a.no_inspector)
         print(console_table(res["rows"]))
         for n in res["meta"]["notes"]:
             print(f"note: {n}")
+        insp = res["meta"].get("inspector")
+        if insp:
+            print(f"inspector: {out_dir / insp['page']} ({insp['tracks']} tracks, "
+                  f"{insp['bytes'] / 1e6:.2f} MB, built in {insp['seconds']:.0f} s)")
         print(f"\nwrote {len(res['rows'])} renders, {len(res['files'])} files to {out_dir}/ "
               f"(index.html, metrics.json, metrics.md) in {time.time() - t0:.1f} s")
         return 0

@@ -22,8 +22,10 @@ from wavetyp.core.conditioning import make_cond_spec
 from wavetyp.core.decoding import DecodeSettings
 from wavetyp.core.errors import UsageError
 from wavetyp.core.generate import render
+from wavetyp.core.memory import check_disk, check_fits, file_bytes, render_bytes
 from wavetyp.data.fsdd import resolve_audio_arg
-from wavetyp.report.samples import format_table, write_run
+from wavetyp.report.sample_stream import STREAM_SECONDS, stream_run
+from wavetyp.report.samples import format_table, write_run, write_summary
 
 REFERENCE = DecodeSettings(1.0)       # the contrast rendered beside other settings
 FILTERS = ("top_k", "top_p", "typical_p", "min_p", "epsilon_cutoff", "eta_cutoff", "mirostat_tau",
@@ -96,8 +98,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="run folder name; none given: from the settings")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an existing --name")
     p.add_argument("--no-plot", action="store_true", help="skip traces.png")
+    p.add_argument("--stream", action="store_true",
+                   help=f"write the WAV and NPZ files while rendering, chunk by chunk: memory stays "
+                        f"flat in the length, a Ctrl-C keeps what was written, no traces.png; on by "
+                        f"itself for renders longer than {STREAM_SECONDS:g} s (not with --beam)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads; none given: torch's choice")
     return p
+
+
+def streamed(model, streams, n, spec, prime, run_dir, with_reference, seed, meta, t0) -> int:
+    """Render straight to disk, chunk by chunk (flat memory); a Ctrl-C keeps what was written
+    and says so (exit 130)."""
+    sr = model.cfg.sample_rate
+    rows, stopped = stream_run(model, streams, n, spec, seed, prime, run_dir,
+                               REFERENCE if with_reference else None)
+    meta = {**meta, "streamed": True, "interrupted_at": stopped, "wall_seconds": time.time() - t0}
+    write_summary(run_dir, run_dir.name, rows, meta)
+    print(format_table(rows))
+    if stopped is not None:
+        print(f"\ninterrupted at {stopped / sr:.2f} s of {n / sr:.2f} s: kept what was written, "
+              f"{len(rows)} WAV/NPZ pairs and summary.json, in {run_dir}/")
+        return 130
+    print(f"\nwrote {len(rows)} WAV/NPZ pairs and summary.json to {run_dir}/ while rendering "
+          f"(streamed: flat memory, no traces.png) in {time.time() - t0:.1f} s")
+    print(f"listen and inspect the traces: python -m wavetyp.inspect {run_dir}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -132,6 +157,20 @@ def main(argv=None) -> int:
         streams = [s for s in settings for _ in range(a.num)]
         if a.beam:
             streams = streams[:1]
+        with_reference = not (a.no_reference or a.beam or REFERENCE in settings)
+        n_streams = len(streams) + with_reference
+        if a.stream and a.beam:
+            raise UsageError("--stream does not apply to --beam (beam search backtracks at the end)")
+        stream = a.stream or (not a.beam and n > STREAM_SECONDS * sr)
+        est = render_bytes(model.cfg, n_streams, n, a.beam, plot=not (a.no_plot or stream),
+                           mel_samples=0 if spec.mel_codes is None else len(spec.mel_codes),
+                           stream=stream)
+        what = f"rendering {n_streams} stream(s) x {n:,} samples"
+        check_fits(est, next(model.parameters()).device, what,   # before any folder or step
+                   "ask for fewer " + ("--num" if stream else "--seconds or --num"
+                                       + ("" if a.no_plot else ", or pass --no-plot")))
+        check_disk(file_bytes(n_streams, n, stream), out_dir, what,
+                   "ask for fewer --seconds or --num, or another --out")
         tag = f"beam{a.beam}" if a.beam else "_".join(s.name for s in settings)
         if a.name:
             run_dir = out_dir / a.name
@@ -140,15 +179,17 @@ def main(argv=None) -> int:
         else:
             run_dir = unique_run_dir(out_dir, f"{spec.label}-{tag}-seed{a.seed}")
         run_dir = check_output_dir(run_dir)
+        meta = {"checkpoint": str(a.checkpoint or "shipped"), "seed": a.seed, "sample_rate": sr,
+                "conditioning": spec.to_dict(), "prime": a.prime, "prime_ms": a.prime_ms if a.prime else 0}
+        if stream:
+            return streamed(model, streams, n, spec, prime, run_dir, with_reference, a.seed, meta, t0)
         rendered = render(model, streams, n, spec, a.seed, prime, a.beam, progress=True)
-        if not (a.no_reference or a.beam or REFERENCE in settings):
+        if with_reference:
             # a separate batch, so the asked-for streams keep the codes they have without it
             ref = render(model, [REFERENCE], n, spec, a.seed, prime)[0]
             ref.name = f"reference-{ref.name}"
             rendered.append(ref)
-        meta = {"checkpoint": str(a.checkpoint or "shipped"), "seed": a.seed, "sample_rate": sr,
-                "conditioning": spec.to_dict(), "prime": a.prime, "prime_ms": a.prime_ms if a.prime else 0,
-                "wall_seconds": time.time() - t0}
+        meta["wall_seconds"] = time.time() - t0
         summary = write_run(run_dir, run_dir.name, rendered, sr, meta, plot=not a.no_plot)
         print(format_table(summary["samples"]))
         plot = "" if a.no_plot else ", traces.png"

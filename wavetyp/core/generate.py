@@ -63,15 +63,19 @@ def _gumbel(shape, generator, device) -> torch.Tensor:
 def generate(model: WaveNet, settings: list[DecodeSettings], n_samples: int,
              cond: Conditioning | None = None, prime: torch.Tensor | None = None,
              seed: int = 0, progress: bool = False, chunk: int = CHUNK,
-             threads: int | None = None) -> list[GenerationResult]:
+             threads: int | None = None, sink=None) -> list[GenerationResult]:
     """Generate len(settings) streams of n_samples codes side by side, one setting per stream.
 
     prime: (B, P) codes teacher-forced as the first P outputs (the model continues after).
     Sampling is Gumbel-max over the processed logits: argmax(logits' + g) ~ softmax(logits').
     threads: torch threads for the step loop (default: 1 below 64 streams).
+    sink: streaming. Called after every chunk as sink(t0, codes, logs): that chunk's codes
+    (steps t0.., B) int64 and logs {"nll", "ent", "var", "snll"} (steps, B) float32, on the
+    host, valid until the next call. Nothing is kept, so memory stays flat in n_samples, and
+    the result is []. The codes are the same as without a sink.
     """
     with step_threads(len(settings), threads), torch.inference_mode():
-        return _generate(model, settings, n_samples, cond, prime, seed, progress, chunk)
+        return _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, sink)
 
 
 def fast_loop_applies(dec: DecodeBatch) -> bool:
@@ -80,7 +84,7 @@ def fast_loop_applies(dec: DecodeBatch) -> bool:
     return not dec.truncating
 
 
-def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
+def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, sink=None):
     B = len(settings)
     if B == 0 or n_samples <= 0:
         raise ValueError("need at least one stream and n_samples > 0")
@@ -92,8 +96,9 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
     if prime is not None:
         prime = prime.to(dev).long().expand(B, -1)
     cache = GenerationCache(model, B, cond)
-    codes = torch.empty(n_samples, B, dtype=torch.long, device=dev)
-    logs = {k: torch.empty(n_samples, B) for k in ("nll", "ent", "var", "snll")}   # host
+    rows = n_samples if sink is None else min(chunk, n_samples)     # streaming: one chunk
+    codes = torch.empty(rows, B, dtype=torch.long, device=dev)
+    logs = {k: torch.empty(rows, B) for k in ("nll", "ent", "var", "snll")}   # host
     lg = torch.empty(chunk, B, N_CODES, device=dev)
     score = torch.empty(B, N_CODES, device=dev)
     x = torch.full((B,), SILENCE_CODE, dtype=torch.long, device=dev)
@@ -107,9 +112,10 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
     mu_rows = torch.full((chunk, B), float("inf"), device=dev) if miro else None   # mu per step
     for c0 in range(0, n_samples, chunk):
         c1 = min(n_samples, c0 + chunk)
+        r0, r1 = (c0, c1) if sink is None else (0, c1 - c0)       # the chunk's rows in codes/logs
         noise = _gumbel((c1 - c0, B, N_CODES), gen, dev) * dec.noise
         noise_rows = list(noise.unbind(0))
-        code_rows = list(codes[c0:c1].unbind(0))  # per chunk: never one view per sample of the run
+        code_rows = list(codes[r0:r1].unbind(0))  # per chunk: never one view per sample of the run
         if fast:   # temperature / greedy: the whole chunk in one (scripted) call
             x = run_steps(cache.state, c0, c1, x, lg_rows, code_rows, noise_rows, dec.inv_tau, score,
                           prime_rows, P)
@@ -129,17 +135,21 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
                 if miro:
                     miro.update(out, x)
         # vectorized bookkeeping for the chunk: stats of the untempered distribution
-        chunk_logits, chunk_codes = lg[: c1 - c0], codes[c0:c1]
+        chunk_logits, chunk_codes = lg[: c1 - c0], codes[r0:r1]
         nll, ent, var = step_stats(chunk_logits, chunk_codes)
         mu = mu_rows[: c1 - c0].reshape(-1) if miro else None
         snll = chosen_nll_bits(process_logits(chunk_logits.reshape(-1, N_CODES), dec.repeat(c1 - c0), mu),
                                chunk_codes.reshape(-1)).view(c1 - c0, B)
         for key, val in (("nll", nll), ("ent", ent), ("var", var), ("snll", snll)):
-            logs[key][c0:c1] = val.cpu()
+            logs[key][r0:r1] = val.cpu()
         if P > c0:  # teacher-forced steps were not sampled
-            logs["snll"][c0:min(P, c1)] = float("nan")
+            logs["snll"][r0:r0 + min(P, c1) - c0] = float("nan")
+        if sink is not None:
+            sink(c0, chunk_codes.cpu(), {k: v[r0:r1] for k, v in logs.items()})
         bar.update((c1 - c0) * B)
     bar.close()
+    if sink is not None:
+        return []
     codes = codes.cpu()
     return [GenerationResult(codes[:, b].numpy(), logs["nll"][:, b].numpy(), logs["ent"][:, b].numpy(),
                              logs["var"][:, b].numpy(), logs["snll"][:, b].numpy(), settings[b], P)

@@ -2,7 +2,8 @@
 `report.demo_run.run_demo` measured (no number here is written in by hand).
 
 Everything is a pure function of the `result` dict (what metrics.json holds: "meta",
-"conditions", "rows"); `write_report` writes index.html, metrics.md and two figures.
+"conditions", "rows"); `write_report` writes index.html, metrics.md and three figures; the
+listening grids are `report.demo_grids`.
 Missing values arrive as None (NaN/inf are not JSON) and are shown as "n/a".
 """
 from __future__ import annotations
@@ -11,9 +12,12 @@ import html
 import os
 from pathlib import Path
 
+from wavetyp.report.demo_grids import ab_strip_html, img_html, level_grids_html
 from wavetyp.report.demo_plots import (
     FIG_CURVES,
     FIG_SCATTER,
+    SPEC_SCALE,
+    plot_spec_scale,
     plot_temperature_curves,
     plot_typical_scatter,
 )
@@ -23,26 +27,11 @@ from wavetyp.report.demo_rows import (
     fmt,
     is_literature_row,
     is_temperature_row,
-    level_title,
-    levels_present,
     mean_of,
     settings_order,
 )
 
-LEVEL_TEXT = {
-    "uncond": "The model is given nothing: it babbles whatever FSDD-like audio it finds likely. "
-              "Fricatives are compared with the whole test split (distributions).",
-    "label": "The model is told which digit to say. Fricatives are compared with the test "
-             "recordings of that digit (distributions).",
-    "speaker": "Digit label plus the speaker of the recording used on the vocoder level. "
-               "Fricatives are compared with that speaker's test takes of the digit.",
-    "vocoder": "Digit, speaker and the log-mel frames of one test recording: the strongest "
-               "conditioning. The render is time-aligned with the recording, so its fricative "
-               "frames are compared frame by frame.",
-}
 E = html.escape
-DATASET_CREDIT = ("Free Spoken Digit Dataset, Zohar Jackson and contributors, CC BY-SA 4.0, "
-                  "https://github.com/Jakobovski/free-spoken-digit-dataset")
 
 
 def checkpoint_text(meta: dict) -> str:
@@ -199,66 +188,32 @@ table.grid td{vertical-align:middle} table.grid audio{width:220px}
 table.metrics td{text-align:right;white-space:nowrap} table.metrics td:nth-child(-n+3){text-align:left}
 .small{font-size:12px;color:#555} ul.reading li{margin:.3em 0}
 .metricswrap{overflow-x:auto} img{display:block}
+p.story{font-size:1.1em;max-width:60em;line-height:1.45}
+table.strip td{vertical-align:top;font-size:12px} a.insp img{border:1px solid transparent}
+a.insp:hover img{border-color:#36c} details{margin:.6em 0} summary{cursor:pointer;font-weight:600}
 """
 
 
-def _row_stats(r: dict) -> str:
-    return (f"RMS {fmt(r.get('rms_dbfs'), '.1f')} dBFS, silent frames "
-            f"{fmt(r.get('silence_frac'), '.0%')}<br>NLL {fmt(r.get('mean_nll_bits'), '.2f')}, "
-            f"H {fmt(r.get('mean_entropy_bits'), '.2f')}, gap {fmt(r.get('gap_bits'), '+.3f')}, "
-            f"z {fmt(r.get('z'), '+.1f')}<br>fricative band {fmt(r.get('fric_band_db'), '+.1f')} dB, "
-            f"flatness {fmt(r.get('fric_flatness'), '.2f')}, {fmt(r.get('fric_per_s'), '.1f')} fric. frames/s")
+STORY = ("Decoding this WaveNet by always taking its most likely next sample (greedy), by "
+         "sharpening its predictions (low temperature) or by beam search picks codes far more "
+         "likely than the model's own samples: the audio leaves the typical set. Sampling at "
+         "temperature 1 keeps the negative log-likelihood (NLL) of each chosen code next to the "
+         "entropy of the model's prediction, as a typical sample does. The curves, the listening "
+         "strip and the toy examples below show what that difference looks and sounds like "
+         "(after Dieleman, \"Musings on typicality\", 2020).")
+
+METHOD = ("A compact WaveNet over 8-bit mu-law speech (FSDD, {khz} kHz) is decoded in several "
+          "ways, from greedy (always the most likely next code) through low temperatures to "
+          "ancestral sampling (tau = 1), with nucleus (top-p) and locally typical sampling, and "
+          "beam search. For every render the sampler logged, at each step, the NLL of the chosen "
+          "code under the model's untempered distribution next to that distribution's entropy. "
+          "Samples from the model itself have NLL ≈ entropy on average: they are typical. "
+          "Mode-seeking decoding picks codes that are far more likely than typical (NLL well "
+          "below entropy).")
 
 
-def _audio(src: str) -> str:
-    return f'<audio controls preload="metadata" src="{E(src)}"></audio>'
-
-
-def _img(src: str, alt: str) -> str:
-    return f'<img src="{E(src)}" alt="{E(alt)}" loading="eager">'
-
-
-def _recording_player(lis: dict) -> str:
-    """A reference recording's player with its licence (the file is copied into the report)."""
-    if not lis.get("wav"):
-        return "<span class=small>(dataset not found)</span>"
-    credit = f' (<a href="{E(lis["credit"])}">attribution</a>)' if lis.get("credit") else ""
-    return f"{_audio(lis['wav'])}<br><span class=small>{E(DATASET_CREDIT)}{credit}</span>"
-
-
-def level_grids_html(result: dict) -> str:
-    rows, conds = result["rows"], result.get("conditions", [])
-    sr_khz = (result.get("meta", {}).get("sample_rate") or 0) / 2000
-    parts = []
-    for lv in levels_present(rows):
-        parts.append(f'<section class="level" id="level-{E(lv)}"><h2>Conditioning: '
-                     f'{E(level_title(rows, lv))}</h2><p>{E(LEVEL_TEXT.get(lv, ""))}</p>')
-        for c in [c for c in conds if c["level"] == lv]:
-            ref = c.get("reference", {})
-            parts.append(f"<h3>{E(c['title'])}</h3>")
-            parts.append(
-                f'<p class="small">{fmt(c.get("seconds"), ".2f")} s per render; reference: '
-                f'{E(str(ref.get("mode")))} comparison with {E(str(c.get("reference_text", "")))}: '
-                f'{ref.get("n_recordings")} recording(s), {fmt(ref.get("seconds"), ".1f")} s, '
-                f'{fmt(ref.get("fricative_frames_per_s"), ".1f")} fricative frames/s, band level '
-                f'{fmt(ref.get("band_db"), ".1f")} dB, flatness {fmt(ref.get("flatness"), ".2f")}'
-                f'{", K = " + str(ref.get("k")) if ref.get("mode") == "distribution" else ""}.</p>')
-            parts.append('<table class="grid"><thead><tr><th>setting</th><th>listen</th>'
-                         f'<th>spectrogram (0–{sr_khz:g} kHz)</th><th>NLL (red) vs entropy (blue), bits</th>'
-                         '<th>numbers</th></tr></thead><tbody>')
-            lis = c.get("listen")
-            if lis:
-                parts.append(f"<tr><td>recording<br><span class=small>{E(lis['name'])}</span></td>"
-                             f"<td>{_recording_player(lis)}</td><td>{_img(lis['spec_png'], 'spectrogram of ' + lis['name'])}</td>"
-                             f"<td></td><td>RMS {fmt(lis.get('rms_dbfs'), '.1f')} dBFS</td></tr>")
-            for r in [r for r in rows if r["condition"] == c["id"]]:
-                parts.append(f"<tr><td>{E(r['setting'])}</td><td>{_audio(r['wav'])}</td>"
-                             f"<td>{_img(r['spec_png'], 'spectrogram ' + r['name'])}</td>"
-                             f"<td>{_img(r['trace_png'], 'NLL and entropy ' + r['name'])}</td>"
-                             f"<td class=small>{_row_stats(r)}</td></tr>")
-            parts.append("</tbody></table>")
-        parts.append("</section>")
-    return "\n".join(parts)
+def _details(summary: str, body: str) -> str:
+    return f"<details><summary>{E(summary)}</summary>\n{body}\n</details>"
 
 
 def _literature_html(rows: list[dict]) -> str:
@@ -270,54 +225,62 @@ def _literature_html(rows: list[dict]) -> str:
 
 
 def build_index_html(result: dict, toys_section: str | None = None, ood_href: str | None = None) -> str:
+    """The page: the story first (three sentences, the temperature curves, the A/B strip, the
+    toys), then the reading, the gap picture and the grids; the measurement rules and the
+    table of every render folded into <details>."""
     meta, rows = result["meta"], result["rows"]
     eps = meta.get("rules", {}).get("typical_set_epsilon_bits")
     notes = "".join(f"<li>{E(n)}</li>" for n in meta.get("notes", []))
-    lit = ("; rules from the sampling literature (min-p, epsilon, eta, mirostat) are rendered beside them"
+    lit = ("<p>Beside them, decoding rules from the sampling literature (min-p, epsilon and eta "
+           "cutoffs, mirostat) are rendered as rows of their own; see the table after the grids.</p>\n"
            if literature_rows(rows) else "")
     ood = (f'<p>See also: <a href="{E(ood_href)}">out-of-distribution inputs</a> '
            f"(how the same model scores audio it was not trained on).</p>" if ood_href else "")
+    insp = meta.get("inspector")
+    insp_p = (f'<p>Every greedy, tau 0.7 and tau 1 render (and each recording they follow) opens '
+              f'in the <a href="{E(insp["page"])}">inspector</a>: play it and watch the NLL, the '
+              f"entropy and the model's distribution move under a cursor. Click any of their "
+              f"pictures below.</p>" if insp else "")
+    method = METHOD.format(khz=fmt((meta.get("sample_rate") or 0) / 1000, "g"))
+    rules = (f'<p class="small">{E(method)}</p>'
+             f'<ul class="small">{"".join(f"<li>{E(s)}</li>" for s in rules_text(meta))}</ul>')
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>wavetyp: hearing typicality</title>
 <style>{CSS}</style></head>
 <body>
 <h1>wavetyp: hearing typicality</h1>
-<p>A compact WaveNet over 8-bit mu-law speech (FSDD, {fmt((meta.get('sample_rate') or 0) / 1000, 'g')} kHz) is decoded in several ways, from
-greedy (always the most likely next code) through low temperatures to ancestral sampling
-(tau = 1), with nucleus (top-p) and locally typical sampling, and beam search{lit}. For every render
-the sampler logged, at each step, the negative log-likelihood (NLL) of the chosen code under the
-model's <em>untempered</em> distribution next to that distribution's entropy. Samples from the
-model itself have NLL ≈ entropy on average: they are <em>typical</em>. Mode-seeking decoding picks
-codes that are far more likely than typical (NLL well below entropy). Following Dieleman,
-"Musings on typicality" (2020).</p>
-<p class="small">{E(checkpoint_text(meta))},
+<p class="story">{E(STORY)}</p>
+{lit}<p class="small">{E(checkpoint_text(meta))},
 seed {E(str(meta.get('seed')))}, {'quick' if meta.get('quick') else 'full'} sweep, {len(rows)} renders;
 rendering took {fmt(meta.get('render_seconds'), '.0f')} s on {E(str(meta.get('threads')))} CPU thread(s);
 generated {E(str(meta.get('created_utc')))}. All numbers on this page were computed by that run
 (<a href="metrics.json">metrics.json</a>, <a href="metrics.md">metrics.md</a>).</p>
+{insp_p}
 {ood}
+<h2>Temperature</h2>
+{img_html(FIG_CURVES, 'gap, fricative band level and flatness vs temperature')}
+<p class="small">Plain temperature sampling only (greedy at 0); thick lines: mean over the
+conditions of a level, thin lines: single conditions.{f' Grey band: |gap| ≤ {eps:g}.' if eps else ''}</p>
+<h2>Listen: a recording and three decodings</h2>
+{ab_strip_html(result)}
+{toys_section or ''}
 <h2>What the numbers say</h2>
 <ul class="reading">{''.join(f'<li>{E(s)}</li>' for s in reading(result))}</ul>
-<h2>Typical set and temperature</h2>
-{_img(FIG_SCATTER, 'mean NLL vs mean entropy, one point per render')}
-<p class="small">Each point is one render: mean entropy of the model's predictive distributions
-along the render (x) against the mean NLL of the codes it chose (y). On the diagonal the render
-is as surprising as the model expects (typical); below it, more likely than typical.
-{f'Dotted lines: gap = ±{eps:g} bits/sample.' if eps else ''}</p>
-{_img(FIG_CURVES, 'gap, fricative band level and flatness vs temperature')}
-<p class="small">Plain temperature sampling only (greedy at 0); thick lines: mean over the
-conditions of a level, thin lines: single conditions.</p>
-<h2>Measurement rules</h2>
-<ul class="small">{''.join(f'<li>{E(s)}</li>' for s in rules_text(meta))}</ul>
+<h2>Gap from the typical set, per render</h2>
+{img_html(FIG_SCATTER, 'gap = mean NLL minus mean entropy, one point per render, by decoding setting')}
+<p class="small">Each point is one render: the mean NLL of the codes it chose minus the mean
+entropy of the model's predictive distributions along it, in bits/sample, grouped by decoding
+setting (colour and shape: conditioning level; black bar: the setting's mean).
+{f'Green band: the typical set, |gap| ≤ {eps:g} bits/sample; below it, a render is more likely than the model expects of its own samples.' if eps else ''}</p>
 {level_grids_html(result)}
 <h2>By setting (over all conditions)</h2>
 <div class="metricswrap">{by_setting_html(rows)}</div>
 <p class="small">Label rows: the uncond, label and speaker levels (distribution rule); vocoder
 rows: the aligned rule. Means skip renders where a value is undefined (n/a).</p>
-{_literature_html(rows)}<h2>All measurements</h2>
-<div class="metricswrap">{metrics_table_html(rows)}</div>
-{toys_section or ''}
+{_literature_html(rows)}<h2>Measurements</h2>
+{_details("How it was measured: the decoding, the typical set, silence and fricatives", rules)}
+{_details(f"All measurements: {len(rows)} renders", f'<div class="metricswrap">{metrics_table_html(rows)}</div>')}
 {f'<h2>Notes</h2><ul class="small">{notes}</ul>' if notes else ''}
 </body></html>
 """
@@ -330,12 +293,13 @@ def write_report(out_dir, result: dict, toys_section: str | None = None,
     rows = result["rows"]
     eps = result["meta"].get("rules", {}).get("typical_set_epsilon_bits")
     plot_typical_scatter(rows, out_dir / FIG_SCATTER, eps)
+    plot_spec_scale(out_dir / SPEC_SCALE)
     plot_temperature_curves(rows, out_dir / FIG_CURVES, eps, band_name(result["meta"]))
     (out_dir / "metrics.md").write_text(metrics_markdown(result))
     tmp = out_dir / ".index.html.tmp"
     tmp.write_text(build_index_html(result, toys_section, ood_href))
     os.replace(tmp, out_dir / "index.html")
-    return [FIG_SCATTER, FIG_CURVES, "metrics.md", "index.html"]
+    return [FIG_SCATTER, FIG_CURVES, SPEC_SCALE, "metrics.md", "index.html"]
 
 
 def console_table(rows: list[dict]) -> str:

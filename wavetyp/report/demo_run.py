@@ -1,7 +1,8 @@
 """The demo run: render the sweep, measure every render, write the report, publish it atomically.
 
 The sweep and its measurements are `wavetyp.analysis.sweep` / `.measures`; the page is
-`report.demo_page`. Everything is staged in `<out>/.staging` and moved into place at the end
+`report.demo_page`; the inspector page beside it (inspector.html, the renders' NLL traces
+with their audio and distributions) is `report.demo_inspector`. Everything is staged in `<out>/.staging` and moved into place at the end
 (index.html last), so a crash never leaves a page that points at missing files.
 
 The report gets committed, so every link in it must resolve inside the repository: the
@@ -46,8 +47,11 @@ from wavetyp.core.checks import check_output_dir, check_positive
 from wavetyp.core.errors import UsageError
 from wavetyp.data.corpus import Corpus
 from wavetyp.data.fsdd import load_fsdd_test
-from wavetyp.report.demo_page import DATASET_CREDIT, write_report
+from wavetyp.report.demo_grids import DATASET_CREDIT
+from wavetyp.report.demo_inspector import INSPECTOR, build_demo_inspector, wanted
+from wavetyp.report.demo_page import write_report
 from wavetyp.report.demo_plots import Thumbnails
+from wavetyp.report.inspector_inputs import DEMO_SETTINGS
 from wavetyp.report.toys_page import run_toys, toys_html
 
 RECORDINGS = "recordings"
@@ -216,10 +220,11 @@ def _write_render(r, c: Condition, seed: int, stage: Path, thumbs: Thumbnails, s
     return {**row, "wav": wav, "spec_png": spec_png, "trace_png": trace_png}
 
 
-def _sweep(model, conds, corpus, seed, stage, thumbs, progress) -> tuple[list, list, list, list]:
-    """Render and measure every condition: (rows, condition rows, timings, copied recordings)."""
+def _sweep(model, conds, corpus, seed, stage, thumbs, progress) -> tuple[list, list, list, list, list]:
+    """Render and measure every condition: (rows, condition rows, timings, copied recordings,
+    the renders the inspector shows: [(condition, [(render, row)], recording wav)])."""
     sr = model.cfg.sample_rate
-    rows, cond_rows, timings, copied = [], [], [], []
+    rows, cond_rows, timings, copied, picked = [], [], [], [], []
     total = sum((len(SETTINGS) + len(LITERATURE)) * c.n_samples + BEAM_WIDTH * c.beam_samples
                 for c in conds)
     bar = tqdm(total=total, disable=not progress, unit="step", unit_scale=True,
@@ -233,16 +238,44 @@ def _sweep(model, conds, corpus, seed, stage, thumbs, progress) -> tuple[list, l
                           "samples": c.n_samples, "seconds": c.n_samples / sr,
                           "beam_samples": c.beam_samples, "reference": c.reference.to_dict(),
                           "listen": listen, **c.info})
-        rows += [_write_render(r, c, s, stage, thumbs, sr) for r, s in rendered]
+        written = [(r, _write_render(r, c, s, stage, thumbs, sr)) for r, s in rendered]
+        rows += [row for _, row in written]
+        picked.append((c, [(r, row) for r, row in written if wanted(row)],
+                       listen["wav"] if listen else None))
     bar.close()
-    return rows, cond_rows, timings, copied
+    return rows, cond_rows, timings, copied, picked
+
+
+def inspector_section(model, picked, stage: Path, rows: list[dict], cond_rows: list[dict],
+                      info: dict, progress: bool, notes: list[str]) -> dict | None:
+    """Build inspector.html and link the rows (row["inspector"], listen["inspector"]) that it
+    shows; the page's facts for metrics.json, or None (with a note) when it failed."""
+    t0 = time.time()
+    try:
+        page, links = build_demo_inspector(model, picked, stage, info, progress)
+    except Exception as e:  # a broken inspector must not throw away the whole sweep
+        msg = f"inspector page failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+        notes.append(msg + ": no links to it")
+        print(f"warning: {msg}", file=sys.stderr)
+        (stage / INSPECTOR).unlink(missing_ok=True)
+        return None
+    for r in rows:
+        if (r["condition"], r["setting"]) in links:
+            r["inspector"] = links[(r["condition"], r["setting"])]
+    for c in cond_rows:
+        if c.get("listen") and (c["id"], "recording") in links:
+            c["listen"]["inspector"] = links[(c["id"], "recording")]
+    return {"page": INSPECTOR, "tracks": len(page.tracks), "bytes": page.bytes,
+            "settings": list(DEMO_SETTINGS), "seconds": time.time() - t0}
 
 
 def run_demo(model, out_dir="samples/demo", quick: bool = False, seconds: float | None = None,
              seed: int = 0, corpus: Corpus | None = None, progress: bool = True,
              overwrite: bool = False, checkpoint: str | None = None,
-             checkpoint_step: int | None = None, training_steps: int | None = None) -> dict:
-    """Render the grid, measure every render, write the report; return metrics.json's dict.
+             checkpoint_step: int | None = None, training_steps: int | None = None,
+             inspector: bool = True) -> dict:
+    """Render the grid, measure every render, write the report (and inspector.html unless
+    inspector=False); return metrics.json's dict.
 
     Refuses (UsageError) to replace an existing report in out_dir unless overwrite=True.
     """
@@ -266,8 +299,13 @@ def run_demo(model, out_dir="samples/demo", quick: bool = False, seconds: float 
     (stage / "img").mkdir()
     thumbs = Thumbnails()
     try:
-        rows, cond_rows, timings, copied = _sweep(model, conds, corpus, seed, stage, thumbs, progress)
+        rows, cond_rows, timings, copied, picked = _sweep(model, conds, corpus, seed, stage,
+                                                          thumbs, progress)
         t_render = time.time() - t_start
+        created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        insp = (inspector_section(model, picked, stage, rows, cond_rows,
+                                  {"checkpoint": checkpoint, "created": created}, progress, notes)
+                if inspector else None)
         if copied:
             (stage / ATTRIBUTION).write_text(attribution_text(copied))
         toys = toys_section(stage, quick, notes)
@@ -278,7 +316,7 @@ def run_demo(model, out_dir="samples/demo", quick: bool = False, seconds: float 
             "literature_settings": [s.name for s in LITERATURE],
             "literature_seed_offset": LITERATURE_SEED_OFFSET,
             "beam_width": BEAM_WIDTH, "corpus": corpus.name,
-            "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "created_utc": created, "inspector": insp,
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "render_seconds": t_render, "timings": timings, "notes": notes,
             "rules": {**RULES, "typical_set_epsilon_bits": rows[0]["epsilon_bits"] if rows else None},

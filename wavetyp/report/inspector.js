@@ -147,7 +147,7 @@ function spectrogram(t) {
 // ------------------------------------------------------------------ state
 const S = {group: null, cache: {}, rows: [], time: 0, audioSeen: -1, active: null, switching: false, seeking: false,
            log: false, follow: true, hoverS: null};
-const HASH = new URLSearchParams(location.hash.slice(1));   // #selftest, #group=ID&t=SECONDS&span=SAMPLES
+const HASH = new URLSearchParams(location.hash.slice(1));   // #selftest, #group=ID&track=NAME&t=SECONDS&span=SAMPLES
 const audio = document.createElement("audio");
 audio.controls = true; audio.preload = "auto";
 
@@ -591,16 +591,24 @@ async function selftest() {
 // ------------------------------------------------------------------ start
 S.errors = [];
 window.addEventListener("error", e => S.errors.push(String(e.message)));
+/* a place from the URL: #group=ID&track=NAME&t=SECONDS&span=SAMPLES (each part optional);
+   track selects that row (its audio plays) and scrolls it into view */
+async function goTo(h) {
+  const g0 = META.groups.find(g => g.id === h.get("group")) || S.group || META.groups[0];
+  if (document.getElementById("group")) document.getElementById("group").value = g0.id;
+  if (S.group !== g0) await showGroup(g0.id);
+  const row = S.rows.find(r => r.t.meta.name === h.get("track"));
+  if (row) { setActive(row, false); row.el.scrollIntoView({block: "nearest"}); }
+  const t0 = Number(h.get("t")), span = Number(h.get("span"));
+  if (h.has("span") && span > 0) setView(t0 * SR - span / 2, t0 * SR + span / 2);
+  if (h.has("t") && isFinite(t0)) setTime(t0, true);
+}
 async function main() {
   try {
     header();
     if (!META.groups.length) throw new Error("no tracks in this page");
-    const g0 = META.groups.find(g => g.id === HASH.get("group")) || META.groups[0];
-    if (document.getElementById("group")) document.getElementById("group").value = g0.id;
-    await showGroup(g0.id);
-    const t0 = Number(HASH.get("t")), span = Number(HASH.get("span"));
-    if (HASH.has("span") && span > 0) setView(t0 * SR - span / 2, t0 * SR + span / 2);
-    if (HASH.has("t") && isFinite(t0)) setTime(t0, true);
+    await goTo(HASH);
+    window.addEventListener("hashchange", () => goTo(new URLSearchParams(location.hash.slice(1))).catch(err => S.errors.push(String(err))));
     if (HASH.has("selftest")) {
       const res = await selftest(), pre = document.getElementById("selftest");
       pre.textContent = JSON.stringify(res); pre.hidden = false; pre.dataset.done = "1";

@@ -34,7 +34,7 @@ from wavetyp.analysis.typical_set import (
     windowed_z,
 )
 from wavetyp.core.audio import N_CODES, SILENCE_CODE
-from wavetyp.core.conditioning import make_cond_spec
+from wavetyp.core.conditioning import CondSpec, make_cond_spec
 from wavetyp.core.decoding import DecodeSettings, encode_settings, process_logits
 from wavetyp.core.typicality import step_stats, summarize
 
@@ -61,6 +61,8 @@ class Track:
     logged: dict | None = None          # nll/entropy/varentropy as the sampler logged them
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    spec: CondSpec | None = None        # the conditioning itself, when the caller holds it
+                                        # (the demo: mel codes in memory); else built from cond
 
 
 # ------------------------------------------------------------------ rescoring
@@ -108,7 +110,8 @@ def rescore(model, t: Track, top_k: int = TOP_K, mass: float = MASS) -> dict:
     """One parallel pass over the track's codes -> per-step arrays and the compact
     distributions (see the module docstring)."""
     dev = next(model.parameters()).device
-    spec = make_cond_spec(model, t.cond.get("digit"), t.cond.get("speaker"), t.cond.get("mel_from"))
+    spec = t.spec or make_cond_spec(model, t.cond.get("digit"), t.cond.get("speaker"),
+                                    t.cond.get("mel_from"))
     codes = torch.as_tensor(np.asarray(t.codes)).long().to(dev)
     logits = model(codes[None], spec.build(model, 1))[0].float()
     nll, ent, var = (x.cpu().numpy() for x in step_stats(logits, codes))

@@ -22,12 +22,15 @@ FOOTER = ("gap = mean(NLL - H) in bits/sample under the untempered model; a samp
 
 def sound_reading(codes: np.ndarray, rms_dbfs: float) -> str:
     """What a render is, from its codes: sound, near-silence, or one held code (a DC offset)."""
-    values, counts = np.unique(np.asarray(codes), return_counts=True)
-    top = int(counts.argmax())
-    share = counts[top] / max(len(codes), 1)
+    return counts_reading(np.bincount(np.asarray(codes).reshape(-1), minlength=256), rms_dbfs)
+
+
+def counts_reading(counts: np.ndarray, rms_dbfs: float) -> str:
+    """sound_reading from the count of every code (a streamed render keeps only those)."""
+    top = int(np.argmax(counts))
+    share = counts[top] / max(int(np.sum(counts)), 1)
     if share >= ONE_CODE_FRACTION:
-        held = ("the silence code" if values[top] == SILENCE_CODE
-                else f"code {values[top]}: a DC offset")
+        held = ("the silence code" if top == SILENCE_CODE else f"code {top}: a DC offset")
         return f"near-silent: {100 * share:.0f} % one code ({held})"
     if rms_dbfs < NEAR_SILENT_DBFS:
         return f"near-silent ({rms_dbfs:.0f} dBFS)"
@@ -63,10 +66,7 @@ def write_run(run_dir: Path, run: str, rendered: list[Rendered], sample_rate: in
         row["sound"] = sound_reading(res.codes, r.rms_dbfs)
         row["reading"] = row_reading(row)
         rows.append(row)
-    summary = {**meta, "run": run, "samples": rows}
-    tmp = run_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(run_dir / "summary.json")
+    summary = write_summary(run_dir, run, rows, meta)
     if plot:
         from wavetyp.report.plots import plot_run
         plot_run([{"name": r.name, "wave": r.wave, "nll_bits": r.result.nll_bits,
@@ -74,6 +74,15 @@ def write_run(run_dir: Path, run: str, rendered: list[Rendered], sample_rate: in
                    "rms_dbfs": r.rms_dbfs, "prime_len": r.result.prime_len}
                   for r, row in zip(rendered, rows)], sample_rate, run_dir / "traces.png",
                  title=f"{run}: NLL vs entropy under the untempered model")
+    return summary
+
+
+def write_summary(run_dir: Path, run: str, rows: list[dict], meta: dict) -> dict:
+    """summary.json: the run's metadata and one row per render (written atomically)."""
+    summary = {**meta, "run": run, "samples": rows}
+    tmp = run_dir / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(run_dir / "summary.json")
     return summary
 
 

@@ -18,6 +18,7 @@ from wavetyp.analysis.toys import (
     BubbleResult,
     CoinResult,
     CoinTypicalSet,
+    annulus_mass,
     bubble,
     chi_pdf,
     coin_table,
@@ -199,12 +200,13 @@ def _tables(res: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     return [
         (f"Unfair coin: p(heads) = {c['p']:g}, {c['n']} tosses",
          ["#H", "p(sequence)", "#sequences", "p(#H)", "-log2 p(seq)/n"], coin_rows),
-        (f"Coin typical sets T_eps: |-log2 p(seq)/{c['n']} - H| <= eps, "
+        (f"Coin typical sets T_eps, eps per toss: |-log2 p(seq)/{c['n']} - H| <= eps, "
          f"H = {c['entropy_per_toss']:.4f} bits/toss",
          ["eps", "#H in T_eps", "P(T_eps)", "#sequences", f"fraction of 2^{c['n']}"], ts_rows),
         (f"Gaussian soap bubble: radius r = ||x|| of x ~ N(0, I_{b['K']})",
          ["interval", "exact", mc, "z"], iv_rows),
-        (f"Gaussian typical set T_eps: sqrt(K - eps ln 4) <= r <= sqrt(K + eps ln 4), "
+        (f"Gaussian typical set T_eps, eps in total over the K dimensions: "
+         f"sqrt(K - eps ln 4) <= r <= sqrt(K + eps ln 4), "
          f"K = {b['K']}",
          ["eps (bits)", "r_in", "r_out", "width", "P(T_eps) exact", mc], grid_rows),
         ("Gaussian typical set T_eps holding a given mass",
@@ -237,6 +239,27 @@ def _facts(res: dict) -> tuple[list[str], list[str]]:
     return coin, bub
 
 
+def eps_note(res: dict, eps: float = 0.1) -> str:
+    """Why the same eps holds so much more of the coin than of the Gaussian: the coin's eps
+    bounds the surprise per toss, the Gaussian's the surprise of the whole vector."""
+    c, b = res["coin"], res["bubble"]
+    n, K = c["n"], b["K"]
+    coin = next((s for s in c["typical_sets"] if s["eps"] == eps), None)
+    coin_mass = f"{_pct(coin['mass'])} of the coin's mass" if coin else "much of the coin's mass"
+    gauss, per_dim = float(annulus_mass(eps, K)), float(annulus_mass(eps * K, K))
+    return (f"The two eps are not the same measure. The coin's is per toss: "
+            f"|-log2 p(seq)/{n} - H| <= eps, so eps = {eps:g} allows {eps * n:g} bits of surprise "
+            f"over the {n} tosses. The Gaussian's is in total, for the whole {K}-dimensional "
+            f"vector: |-log2 p(x) - H| <= eps, {eps / K:g} bits per dimension. Hence eps = {eps:g} "
+            f"holds {coin_mass} but {_pct(gauss)} of the Gaussian's. Taken per dimension, like "
+            f"the coin's ({eps:g} bits per dimension, {eps * K:g} bits in total), it holds "
+            f"{_pct(per_dim)} of the Gaussian's.")
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2g} %" if x < 0.1 else f"{100 * x:.0f} %"
+
+
 def _text_table(title: str, header: list[str], rows: list[list[str]]) -> str:
     w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(s.rjust(n) for s, n in zip(cells, w))  # noqa: E731
@@ -248,7 +271,8 @@ def toys_text(res: dict) -> str:
     t = _tables(res)
     coin, bub = _facts(res)
     parts = [_text_table(*t[0]), "\n".join(coin), _text_table(*t[1]),
-             _text_table(*t[2]), _text_table(*t[3]), _text_table(*t[4]), "\n".join(bub)]
+             _text_table(*t[2]), _text_table(*t[3]), eps_note(res), _text_table(*t[4]),
+             "\n".join(bub)]
     return "\n\n".join(parts) + "\n"
 
 
@@ -271,7 +295,8 @@ def toys_markdown(res: dict) -> str:
     out += ["", f"![radius distribution]({img['radius']})", ""]
     for title, header, rows in t[3:]:
         out += [f"### {title}", "", _md_table(header, rows), ""]
-    out += [f"![typical set mass]({img['typical']})", ""]
+    out += [f"**eps, per toss or in total.** {eps_note(res)}", "",
+            f"![typical set mass]({img['typical']})", ""]
     return "\n".join(out)
 
 
@@ -303,5 +328,6 @@ def toys_html(results: dict, img_prefix: str = "") -> str:
              fig(img["radius"], "radius distribution")]
     for title, header, rows in t[3:]:
         parts += [f"<h4>{e(title)}</h4>", _html_table(header, rows)]
-    parts += [fig(img["typical"], "typical set mass"), "</section>"]
+    parts += [f'<p class="epsnote"><strong>eps, per toss or in total.</strong> {e(eps_note(results))}</p>',
+              fig(img["typical"], "typical set mass"), "</section>"]
     return "\n".join(parts) + "\n"
