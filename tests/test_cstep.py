@@ -1,0 +1,112 @@
+"""The fused C++ sampling loop: logits equal the parallel pass for every conditioning, codes
+equal the TorchScript loop's, and the switch falls back to it."""
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+from test_generate import conditionings
+
+from wavetyp.core import cstep
+from wavetyp.core.audio import N_CODES, SILENCE_CODE
+from wavetyp.core.cache import GenerationCache
+from wavetyp.core.decoding import DecodeSettings, encode_settings
+from wavetyp.core.generate import generate
+from wavetyp.core.model import WaveNet
+
+pytestmark = pytest.mark.skipif(cstep.extension() is None, reason="no C++ compiler for the fused step")
+
+
+def fused_teacher_forced(model, codes, cond, chunk=97):
+    """(B, T, 256) logits from the fused loop with every code primed (teacher forcing)."""
+    B, T = codes.shape
+    cache = GenerationCache(model, B, cond)
+    dec = encode_settings([DecodeSettings(1.0)] * B)
+    loop = cstep.FusedLoop(cache, dec, model.cfg.dilations)
+    out = torch.empty(T, B, N_CODES)
+    codes_t = torch.empty(T, B, dtype=torch.long)
+    prime = codes.t().contiguous()
+    x = torch.full((B,), SILENCE_CODE, dtype=torch.long)
+    for c0 in range(0, T, chunk):          # chunks of odd length: state carries across calls
+        c1 = min(T, c0 + chunk)
+        x = loop(c0, c1, x, out[c0:c1], codes_t[c0:c1], torch.zeros(c1 - c0, B, N_CODES), prime, T)
+    assert torch.equal(codes_t, prime)
+    return out.transpose(0, 1)
+
+
+@pytest.mark.parametrize("kernel_size,batch,width", [(2, 1, 8), (2, 5, 8), (3, 3, 8), (2, 3, 12)])
+def test_fused_logits_equal_the_parallel_pass_for_every_conditioning(kernel_size, batch, width):
+    """Batch tiles of 4, 2 and 1 rows; widths that are multiples of 8 and not (tails)."""
+    torch.manual_seed(2)
+    model = WaveNet(tiny_config(kernel_size=kernel_size, residual_channels=width, gate_channels=width,
+                                skip_channels=width + 4, head_channels=width * 2)).eval()
+    codes = torch.randint(0, 256, (batch, 2 * model.cfg.receptive_field + 150))
+    for name, cond in conditionings(model, codes).items():
+        with torch.no_grad():
+            par = model(codes, cond)
+        fused = fused_teacher_forced(model, codes, cond)
+        err = (par - fused).abs().max().item()
+        assert err <= 1e-4, (name, err)
+
+
+def test_fused_logits_equal_the_parallel_pass_at_the_shipped_width():
+    """The shipped model's widths (64/64/128/128), random weights, labels and mel."""
+    torch.manual_seed(3)
+    model = WaveNet(tiny_config(residual_channels=64, gate_channels=64, skip_channels=128,
+                                head_channels=128)).eval()
+    codes = torch.randint(0, 256, (2, 600))
+    cond = conditionings(model, codes)["all+dropped-mel"]
+    with torch.no_grad():
+        par = model(codes, cond)
+    assert (par - fused_teacher_forced(model, codes, cond)).abs().max().item() <= 1e-4
+
+
+def generate_both(model, settings, n, monkeypatch, **kw):
+    runs = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv("WAVETYP_CSTEP", switch)
+        runs.append(generate(model, settings, n, **kw))
+    return runs
+
+
+def test_fused_codes_equal_the_torchscript_loop(tiny_model, monkeypatch):
+    """Greedy and tempered streams, labels, mel and priming: the same codes for the same seed
+    (the logits differ only by float summation order, far below any score gap here), and
+    the logs agree to float rounding."""
+    codes = torch.randint(0, 256, (1, 700), generator=torch.Generator().manual_seed(0))
+    cond = conditionings(tiny_model, codes.expand(4, -1))["all+dropped-mel"]
+    settings = [DecodeSettings(0.0), DecodeSettings(1.0), DecodeSettings(0.7), DecodeSettings(1.3)]
+    fused, plain = generate_both(tiny_model, settings, 700, monkeypatch, cond=cond,
+                                 prime=codes[:, :40], seed=11)
+    for a, b in zip(fused, plain):
+        assert np.array_equal(a.codes, b.codes)
+        assert np.allclose(a.nll_bits, b.nll_bits, atol=1e-4)
+        assert np.allclose(a.entropy_bits, b.entropy_bits, atol=1e-4)
+    assert np.array_equal(fused[0].codes[:40], codes[0, :40].numpy())
+
+
+def test_fused_codes_equal_at_the_shipped_width(monkeypatch):
+    torch.manual_seed(4)
+    model = WaveNet(tiny_config(residual_channels=64, gate_channels=64, skip_channels=128,
+                                head_channels=128)).eval()
+    fused, plain = generate_both(model, [DecodeSettings(0.7)] * 3 + [DecodeSettings(0.0)], 1500,
+                                 monkeypatch, seed=1)
+    assert all(np.array_equal(a.codes, b.codes) for a, b in zip(fused, plain))
+
+
+def test_switch_and_truncating_settings_fall_back(tiny_model, monkeypatch):
+    cache = GenerationCache(tiny_model, 1)
+    temp = encode_settings([DecodeSettings(0.7)])
+    assert cstep.applies(cache, temp)
+    assert not cstep.applies(cache, encode_settings([DecodeSettings(0.7, top_p=0.9)]))
+    monkeypatch.setenv("WAVETYP_CSTEP", "0")
+    assert cstep.fused_loop(cache, temp, tiny_model.cfg.dilations) is None
+    r = generate(tiny_model, [DecodeSettings(0.7)], 300, seed=0)[0]        # the TorchScript loop
+    monkeypatch.setenv("WAVETYP_CSTEP", "1")
+    assert np.array_equal(r.codes, generate(tiny_model, [DecodeSettings(0.7)], 300, seed=0)[0].codes)
+
+
+def test_build_name_keys_the_instruction_set(monkeypatch):
+    monkeypatch.setattr(cstep, "cpu_flags", lambda: {"sse2"})
+    assert cstep.isa_flags() == [] and "_generic_" in cstep.build_name()
+    monkeypatch.setattr(cstep, "cpu_flags", lambda: {"avx2", "fma", "sse2"})
+    assert cstep.isa_flags() == ["-mavx2", "-mfma"] and "_avx2_" in cstep.build_name()

@@ -1,0 +1,213 @@
+// The sampling chunk loop as one C++ function: wavetyp/core/cstep.py builds it at first use.
+//
+// For B streams it runs steps t0 .. t1-1 of temperature/greedy sampling over the buffers of a
+// GenerationCache (cache.py), with the same folded weights (sigmoid(z) = (1 + tanh(z/2)) / 2,
+// the 1/2s folded into the gate input and the res/skip weights) and the same bookkeeping as
+// fastloop.run_steps: logits written per step, code = argmax(logits * inv_tau + noise) or the
+// prime code, the ring buffer updated in place. Every product is a small matrix product over the
+// B streams (`gemm_acc`), written with GCC vector extensions so that it compiles to AVX2/FMA
+// (or SSE) without intrinsics; tanh is a rational approximation (a few float ulps).
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+typedef float v8 __attribute__((vector_size(32)));
+
+static inline v8 load8(const float* p) { v8 v; std::memcpy(&v, p, sizeof(v)); return v; }
+static inline void store8(float* p, v8 v) { std::memcpy(p, &v, sizeof(v)); }
+
+// out[b, n] += sum_k in[b, k] W[k, n] for BT rows b and the 8*NV columns from n0.
+template <int BT, int NV>
+static inline void tile(const float* in, int64_t ldi, int64_t K, const float* W, int64_t N,
+                        float* out, int64_t ldo, int64_t n0) {
+  v8 acc[BT][NV];
+  for (int b = 0; b < BT; ++b)
+    for (int v = 0; v < NV; ++v) acc[b][v] = load8(out + b * ldo + n0 + 8 * v);
+  for (int64_t k = 0; k < K; ++k) {
+    const float* w = W + k * N + n0;
+    v8 wv[NV];
+    for (int v = 0; v < NV; ++v) wv[v] = load8(w + 8 * v);
+    for (int b = 0; b < BT; ++b) {
+      const v8 x = v8{} + in[b * ldi + k];
+      for (int v = 0; v < NV; ++v) acc[b][v] += x * wv[v];
+    }
+  }
+  for (int b = 0; b < BT; ++b)
+    for (int v = 0; v < NV; ++v) store8(out + b * ldo + n0 + 8 * v, acc[b][v]);
+}
+
+template <int BT, int NV>
+static void rows(const float* in, int64_t ldi, int64_t K, const float* W, int64_t N,
+                 float* out, int64_t ldo) {
+  int64_t n = 0;
+  for (; n + 8 * NV <= N; n += 8 * NV) tile<BT, NV>(in, ldi, K, W, N, out, ldo, n);
+  for (; n + 8 <= N; n += 8) tile<BT, 1>(in, ldi, K, W, N, out, ldo, n);
+  for (; n < N; ++n)
+    for (int b = 0; b < BT; ++b) {
+      float s = out[b * ldo + n];
+      for (int64_t k = 0; k < K; ++k) s += in[b * ldi + k] * W[k * N + n];
+      out[b * ldo + n] = s;
+    }
+}
+
+// out (B, N; row stride ldo) += in (B, K; row stride ldi) @ W (K, N; row-major).
+static void gemm_acc(const float* in, int64_t ldi, int64_t B, int64_t K, const float* W, int64_t N,
+                     float* out, int64_t ldo) {
+  int64_t b = 0;
+  for (; b + 4 <= B; b += 4) rows<4, 2>(in + b * ldi, ldi, K, W, N, out + b * ldo, ldo);
+  for (; b + 2 <= B; b += 2) rows<2, 4>(in + b * ldi, ldi, K, W, N, out + b * ldo, ldo);
+  for (; b < B; ++b) rows<1, 8>(in + b * ldi, ldi, K, W, N, out + b * ldo, ldo);
+}
+
+// tanh as Eigen's rational approximation (odd degree 13 over even degree 6, clamped).
+template <typename T>
+static inline T tanh_r(T x) {
+  const float c = 7.90531110763549805f;
+  x = x < -c ? T{} - c : x;
+  x = x > c ? T{} + c : x;
+  const T x2 = x * x;
+  T p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
+  p = x2 * p + -8.60467152213735e-11f;
+  p = x2 * p + 5.12229709037114e-08f;
+  p = x2 * p + 1.48572235717979e-05f;
+  p = x2 * p + 6.37261928875436e-04f;
+  p = x2 * p + 4.89352455891786e-03f;
+  p = x * p;
+  T q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
+  q = x2 * q + 2.26843463243900e-03f;
+  q = x2 * q + 4.89352518554385e-03f;
+  return p / q;
+}
+
+static inline float tanh1(float x) {
+  const float c = 7.90531110763549805f;
+  return tanh_r<float>(std::min(std::max(x, -c), c));
+}
+
+static void tanh_inplace(float* z, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) store8(z + i, tanh_r<v8>(load8(z + i)));
+  for (; i < n; ++i) z[i] = tanh1(z[i]);
+}
+
+// Mel conditioning: this step's gate bias lerped between the frames around t, as torch.lerp.
+static void lerp_bias(const float* frames, int64_t F, int64_t n, int64_t t, int64_t hop, float* out) {
+  const int64_t f0 = std::min(t / hop, F - 1), f1 = std::min(f0 + 1, F - 1);
+  const float w = (float)std::min(std::max((double)(t - f0 * hop) / (double)hop, 0.0), 1.0);
+  const float* a = frames + f0 * n;
+  const float* e = frames + f1 * n;
+  if (std::abs(w) < 0.5f)
+    for (int64_t i = 0; i < n; ++i) out[i] = std::fma(w, e[i] - a[i], a[i]);
+  else
+    for (int64_t i = 0; i < n; ++i) out[i] = std::fma(-(e[i] - a[i]), 1.0f - w, e[i]);
+}
+
+static void check(const torch::Tensor& x, torch::ScalarType dt, const char* name) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == dt && x.is_contiguous(),
+              name, ": expected a contiguous CPU tensor of ", dt);
+}
+
+// Steps t0 .. t1-1 (see the header). Shapes: buf (L, P, B, R); wz (L, k R, 2G), rows of lag 1 ..
+// k-1 then the current tap; bias (L, B, 2G); frames (F, L, B, 2G) or empty; embed (V, R);
+// wrs (L, G, R+S); brs (L, R+S); wh1 (S, H); bh1 (H); wh2 (H, V); bh2 (V); dil (L) int64;
+// x (B) int64, the code fed first, overwritten by the last one; logits (>= t1-t0, B, V);
+// codes (t1-t0, B) int64; noise (t1-t0, B, V); inv_tau (B); prime (n_prime, B) int64.
+void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::Tensor frames,
+               torch::Tensor embed, torch::Tensor wrs, torch::Tensor brs, torch::Tensor wh1,
+               torch::Tensor bh1, torch::Tensor wh2, torch::Tensor bh2, torch::Tensor dil,
+               int64_t t0, int64_t t1, int64_t hop, torch::Tensor x, torch::Tensor logits,
+               torch::Tensor codes, torch::Tensor noise, torch::Tensor inv_tau, torch::Tensor prime,
+               int64_t n_prime) {
+  const auto F32 = torch::kFloat32, I64 = torch::kInt64;
+  check(buf, F32, "buf"); check(wz, F32, "wz"); check(bias, F32, "bias"); check(frames, F32, "frames");
+  check(embed, F32, "embed"); check(wrs, F32, "wrs"); check(brs, F32, "brs"); check(wh1, F32, "wh1");
+  check(bh1, F32, "bh1"); check(wh2, F32, "wh2"); check(bh2, F32, "bh2"); check(dil, I64, "dil");
+  check(x, I64, "x"); check(logits, F32, "logits"); check(codes, I64, "codes");
+  check(noise, F32, "noise"); check(inv_tau, F32, "inv_tau"); check(prime, I64, "prime");
+  const int64_t L = buf.size(0), P = buf.size(1), B = buf.size(2), R = buf.size(3);
+  const int64_t G2 = wz.size(2), G = G2 / 2, kR = wz.size(1), k = kR / R;
+  const int64_t RS = wrs.size(2), S = RS - R, H = wh1.size(1), V = wh2.size(1);
+  const int64_t n = t1 - t0;
+  TORCH_CHECK((P & (P - 1)) == 0 && kR == k * R && wrs.size(1) == G && embed.size(1) == R
+              && wh1.size(0) == S && x.numel() == B && logits.size(0) >= n && codes.numel() == n * B
+              && noise.numel() == n * B * V && inv_tau.numel() == B && dil.numel() == L
+              && prime.numel() >= n_prime * B, "run_chunk: inconsistent shapes");
+  const bool mel = frames.numel() > 0;
+  float* pbuf = buf.data_ptr<float>();
+  const float *pwz = wz.data_ptr<float>(), *pbias = bias.data_ptr<float>();
+  const float *pframes = frames.data_ptr<float>(), *pemb = embed.data_ptr<float>();
+  const float *pwrs = wrs.data_ptr<float>(), *pbrs = brs.data_ptr<float>();
+  const float *pwh1 = wh1.data_ptr<float>(), *pbh1 = bh1.data_ptr<float>();
+  const float *pwh2 = wh2.data_ptr<float>(), *pbh2 = bh2.data_ptr<float>();
+  const float *pnoise = noise.data_ptr<float>(), *ptau = inv_tau.data_ptr<float>();
+  const int64_t *pdil = dil.data_ptr<int64_t>(), *pprime = prime.data_ptr<int64_t>();
+  int64_t *px = x.data_ptr<int64_t>(), *pcodes = codes.data_ptr<int64_t>();
+  float* plog = logits.data_ptr<float>();
+  const int64_t nb = L * B * G2;
+  std::vector<float> mbias(mel ? nb : 0), hs(B * RS), z(B * G2), a(B * G), h1(B * H);
+  const int64_t F = mel ? frames.size(0) : 0;
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t i = t - t0, p = t & (P - 1);
+    const float* bz = pbias;
+    if (mel) { lerp_bias(pframes, F, nb, t, hop, mbias.data()); bz = mbias.data(); }
+    for (int64_t b = 0; b < B; ++b) {   // layer 0's input: the embedded code; no skip yet
+      std::memcpy(&hs[b * RS], pemb + px[b] * R, R * sizeof(float));
+      std::fill(hs.begin() + b * RS + R, hs.begin() + (b + 1) * RS, 0.0f);
+    }
+    for (int64_t l = 0; l < L; ++l) {
+      float* slot = pbuf + (l * P + p) * B * R;   // this layer's input at time t
+      for (int64_t b = 0; b < B; ++b) std::memcpy(slot + b * R, &hs[b * RS], R * sizeof(float));
+      std::memcpy(z.data(), bz + l * B * G2, B * G2 * sizeof(float));
+      const float* w = pwz + l * kR * G2;
+      for (int64_t m = 1; m < k; ++m) {   // past taps x_{t - m d}, straight from the ring buffer
+        const int64_t q = (t - m * pdil[l]) & (P - 1);
+        gemm_acc(pbuf + (l * P + q) * B * R, R, B, R, w + (m - 1) * R * G2, G2, z.data(), G2);
+      }
+      gemm_acc(hs.data(), RS, B, R, w + (k - 1) * R * G2, G2, z.data(), G2);
+      tanh_inplace(z.data(), B * G2);
+      for (int64_t b = 0; b < B; ++b)      // tanh * (1 + tanh): the sigmoid's 1/2 is in wrs
+        for (int64_t g = 0; g < G; ++g) {
+          const float zt = z[b * G2 + g];
+          a[b * G + g] = zt + zt * z[b * G2 + G + g];
+        }
+      const float* br = pbrs + l * RS;     // [h | skip] += [res | skip] bias + a W_rs
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = 0; j < RS; ++j) hs[b * RS + j] += br[j];
+      gemm_acc(a.data(), G, B, G, pwrs + l * G * RS, RS, hs.data(), RS);
+    }
+    for (int64_t b = 0; b < B; ++b) {     // head: relu, linear, relu, linear
+      float* s = &hs[b * RS + R];
+      for (int64_t j = 0; j < S; ++j) s[j] = std::max(s[j], 0.0f);
+      std::memcpy(&h1[b * H], pbh1, H * sizeof(float));
+    }
+    gemm_acc(hs.data() + R, RS, B, S, pwh1, H, h1.data(), H);
+    for (auto& v : h1) v = std::max(v, 0.0f);
+    float* out = plog + i * B * V;
+    for (int64_t b = 0; b < B; ++b) std::memcpy(out + b * V, pbh2, V * sizeof(float));
+    gemm_acc(h1.data(), H, B, H, pwh2, V, out, V);
+    for (int64_t b = 0; b < B; ++b) {     // the code: primed, or argmax(logits / tau + noise)
+      if (t < n_prime) {
+        px[b] = pprime[t * B + b];
+      } else {
+        const float* o = out + b * V;
+        const float* g = pnoise + (i * B + b) * V;
+        const float it = ptau[b];
+        int64_t best = 0;
+        float top = g[0] + o[0] * it;
+        for (int64_t c = 1; c < V; ++c) {
+          const float sc = g[c] + o[c] * it;
+          if (sc > top) { top = sc; best = c; }
+        }
+        px[b] = best;
+      }
+      pcodes[i * B + b] = px[b];
+    }
+  }
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("run_chunk", &run_chunk, "fused temperature/greedy sampling steps (wavetyp/core/cstep.cpp)");
+}

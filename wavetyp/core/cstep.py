@@ -1,0 +1,105 @@
+"""The sampling chunk loop fused into one C++ function (cstep.cpp), compiled at first use.
+
+At batch 1 the TorchScript loop (fastloop.py) still launches ~80 small kernels a step, and
+their fixed costs dominate; cstep.cpp runs a whole chunk of temperature/greedy steps (every
+layer's products, the gate, the head, the Gumbel-max choice) in one call over the same
+GenerationCache buffers and folded weights, so it is a drop-in for `fastloop.run_steps`.
+Logits agree with the parallel pass to float rounding (tests/test_cstep.py); codes equal the
+TorchScript loop's unless two candidates' scores tie to within that rounding.
+
+The extension is built once per machine by torch.utils.cpp_extension (cached under
+~/.cache/torch_extensions, keyed by the source and by the instruction set it was built for:
+-mavx2 -mfma only when this CPU has them). No compiler, or a failed build: a one-line
+notice and the TorchScript loop. `WAVETYP_CSTEP=0` switches it off.
+"""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import torch
+
+from wavetyp.core.cache import GenerationCache
+from wavetyp.core.decoding import DecodeBatch
+from wavetyp.core.runtime import cpu_flags, switch_on
+
+SOURCE = Path(__file__).with_name("cstep.cpp")
+_EXT: object = None          # None: not tried yet; False: unavailable in this process
+
+
+def enabled() -> bool:
+    """Not switched off with WAVETYP_CSTEP=0 (read at every call)."""
+    return switch_on("WAVETYP_CSTEP")
+
+
+def isa_flags() -> list[str]:
+    """Compiler flags for this CPU's vector units (never -march=native: the cached build must
+    also run on any other CPU with the same flags)."""
+    have = cpu_flags()
+    return ["-mavx2", "-mfma"] if {"avx2", "fma"} <= have else []
+
+
+def build_name() -> str:
+    """The cached build's name: source digest and instruction set."""
+    digest = hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:10]
+    return f"wavetyp_cstep_{'avx2' if isa_flags() else 'generic'}_{digest}"
+
+
+def extension():
+    """The compiled module, or None (build failed or no compiler: said once per process)."""
+    global _EXT
+    if _EXT is None:
+        _EXT = False
+        try:
+            from torch.utils.cpp_extension import load
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _EXT = load(name=build_name(), sources=[str(SOURCE)],
+                            extra_cflags=["-O3", *isa_flags()], verbose=False)
+        except Exception as err:            # noqa: BLE001 - any failure: the TorchScript loop
+            print(f"note: fused C++ sampling step unavailable ({type(err).__name__}: "
+                  f"{str(err).splitlines()[0][:120] if str(err) else ''}); using the TorchScript loop")
+    return _EXT or None
+
+
+def applies(cache: GenerationCache, dec: DecodeBatch) -> bool:
+    """Temperature/greedy streams of a float32 model on the CPU, not switched off."""
+    z = cache.state.z
+    return (not dec.truncating and z.device.type == "cpu" and z.dtype == torch.float32
+            and enabled() and extension() is not None)
+
+
+class FusedLoop:
+    """`run_steps` for one GenerationCache: the cache's buffers and folded weights, repacked
+    once into the layouts cstep.cpp reads (the ring buffer itself is shared, not copied)."""
+
+    def __init__(self, cache: GenerationCache, dec: DecodeBatch, dilations: list[int]):
+        s = cache.state
+        L, G = cache.L, cache.G
+        self.ext = extension()
+        self.s = s
+        self.buf = cache.buf
+        self.wz = torch.cat([s.w_past, torch.stack([lay[2] for lay in s.layers])], 1).contiguous()
+        w_res = torch.stack([lay[5] for lay in s.layers])                      # (L, G+1, R)
+        w_rs = torch.cat([w_res, s.w_skip.view(L, G + 1, -1)], 2)              # (L, G+1, R+S)
+        self.wrs, self.brs = w_rs[:, :G].contiguous(), w_rs[:, G].contiguous()
+        self.bh1, self.bh2 = s.b_h1[0].contiguous(), s.b_h2[0].contiguous()
+        self.dil = torch.tensor(dilations, dtype=torch.long)
+        self.inv_tau = dec.inv_tau.reshape(-1).float().contiguous()
+
+    def __call__(self, t0: int, t1: int, x: torch.Tensor, logits: torch.Tensor, codes: torch.Tensor,
+                 noise: torch.Tensor, prime: torch.Tensor, n_prime: int) -> torch.Tensor:
+        """Steps t0 .. t1-1, as fastloop.run_steps: logits[t - t0] and codes[t - t0] written;
+        returns the last code (x is updated in place)."""
+        s = self.s
+        x = x.clone()           # the caller's x may be a row of its codes: never write into it
+        self.ext.run_chunk(self.buf, self.wz, s.bias, s.frames, s.embed.contiguous(), self.wrs, self.brs,
+                           s.w_h1, self.bh1, s.w_h2, self.bh2, self.dil, t0, t1, s.hop, x, logits,
+                           codes, noise.contiguous(), self.inv_tau, prime.contiguous(), n_prime)
+        return x
+
+
+def fused_loop(cache: GenerationCache, dec: DecodeBatch, dilations: list[int]) -> FusedLoop | None:
+    """The fused loop for this cache and these settings, or None where it does not apply."""
+    return FusedLoop(cache, dec, dilations) if applies(cache, dec) else None
