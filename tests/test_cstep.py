@@ -9,6 +9,7 @@ from test_generate import conditionings
 from wavetyp.core import cstep
 from wavetyp.core.audio import N_CODES, SILENCE_CODE
 from wavetyp.core.cache import GenerationCache
+from wavetyp.core.conditioning import Conditioning
 from wavetyp.core.decoding import DecodeSettings, encode_settings
 from wavetyp.core.generate import generate
 from wavetyp.core.model import WaveNet
@@ -93,11 +94,28 @@ def test_fused_codes_equal_at_the_shipped_width(monkeypatch):
     assert all(np.array_equal(a.codes, b.codes) for a, b in zip(fused, plain))
 
 
-def test_switch_and_truncating_settings_fall_back(tiny_model, monkeypatch):
+def test_top_k_and_top_p_codes_equal_the_warper_loop(tiny_model, monkeypatch):
+    """Top-k, top-p, both, and plain streams side by side: the codes of the Python warper loop
+    (decoding.process_logits each step), and its sampled-distribution NLL."""
+    settings = [DecodeSettings(0.8, top_k=5), DecodeSettings(1.0, top_p=0.8),
+                DecodeSettings(1.2, top_k=20, top_p=0.6), DecodeSettings(0.0, top_k=3),
+                DecodeSettings(0.9), DecodeSettings(1.0, top_k=1)]
+    cond = Conditioning(digit=torch.arange(len(settings)) % 10)
+    fused, plain = generate_both(tiny_model, settings, 600, monkeypatch, cond=cond, seed=2)
+    for a, b in zip(fused, plain):
+        assert np.array_equal(a.codes, b.codes), a.settings.name
+        assert np.allclose(a.sampled_nll_bits, b.sampled_nll_bits, atol=1e-3)
+    assert len(set(fused[1].codes.tolist())) > 1
+
+
+def test_switch_and_other_filters_fall_back(tiny_model, monkeypatch):
     cache = GenerationCache(tiny_model, 1)
     temp = encode_settings([DecodeSettings(0.7)])
     assert cstep.applies(cache, temp)
-    assert not cstep.applies(cache, encode_settings([DecodeSettings(0.7, top_p=0.9)]))
+    assert cstep.applies(cache, encode_settings([DecodeSettings(0.7, top_k=9, top_p=0.9)]))
+    for other in (dict(typical_p=0.9), dict(min_p=0.1), dict(epsilon_cutoff=0.01), dict(eta_cutoff=0.01),
+                  dict(mirostat_tau=3.0)):
+        assert not cstep.applies(cache, encode_settings([DecodeSettings(0.7), DecodeSettings(1.0, **other)]))
     monkeypatch.setenv("WAVETYP_CSTEP", "0")
     assert cstep.fused_loop(cache, temp, tiny_model.cfg.dilations) is None
     r = generate(tiny_model, [DecodeSettings(0.7)], 300, seed=0)[0]        # the TorchScript loop

@@ -53,8 +53,10 @@ def test_incremental_equals_parallel_for_every_conditioning(kernel_size, batch):
 
 def test_scripted_sampling_loop_equals_the_python_one(tiny_model, monkeypatch):
     """The TorchScript chunk loop and the plain-Python one give the same codes and logs
-    (mel conditioning, priming, greedy and tempered streams)."""
+    (mel conditioning, priming, greedy and tempered streams); the fused C++ step, which would
+    take these settings, is off (tests/test_cstep.py ties it to the TorchScript loop)."""
     from wavetyp.core import fastloop as fastloop
+    monkeypatch.setenv("WAVETYP_CSTEP", "0")
     scripted = fastloop.scripted_run_steps()
     assert isinstance(scripted, torch.jit.ScriptFunction)      # the fast path is really on here
     codes = torch.randint(0, 256, (1, 400))
@@ -123,7 +125,8 @@ def test_gumbel_sampling_matches_the_distribution(tiny_model):
 def test_fast_loop_codes_equal_the_warpers(tiny_model, monkeypatch):
     """One encoding of the settings: the scripted chunk loop (greedy and tempered streams) and
     the reference path (process_logits + Gumbel-max, one step at a time) pick the same codes
-    and log the same arrays, with priming."""
+    and log the same arrays, with priming. (The fused C++ step is off here: test_cstep.py.)"""
+    monkeypatch.setenv("WAVETYP_CSTEP", "0")
     settings = [DecodeSettings(0.0), DecodeSettings(0.3), DecodeSettings(0.7), DecodeSettings(1.0)]
     prime = torch.randint(0, 256, (1, 30))
     runs = []

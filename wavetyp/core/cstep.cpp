@@ -4,12 +4,16 @@
 // GenerationCache (cache.py), with the same folded weights (sigmoid(z) = (1 + tanh(z/2)) / 2,
 // the 1/2s folded into the gate input and the res/skip weights) and the same bookkeeping as
 // fastloop.run_steps: logits written per step, code = argmax(logits * inv_tau + noise) or the
-// prime code, the ring buffer updated in place. Every product is a small matrix product over the
+// prime code, the ring buffer updated in place; top-k and top-p filter the tempered logits first
+// as decoding.process_logits does. Every product is a small matrix product over the
 // B streams (`gemm_acc`), written with GCC vector extensions so that it compiles to AVX2/FMA
 // (or SSE) without intrinsics; tanh is a rational approximation (a few float ulps).
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -105,6 +109,68 @@ static void lerp_bias(const float* frames, int64_t F, int64_t n, int64_t t, int6
     for (int64_t i = 0; i < n; ++i) out[i] = std::fma(-(e[i] - a[i]), 1.0f - w, e[i]);
 }
 
+// Rounded product, then rounded sum: never contracted into one FMA (the warper loop runs them
+// as two torch ops).
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+static void __attribute__((noinline)) scale_row(const float* o, float it, int64_t V, float* out) {
+  for (int64_t c = 0; c < V; ++c) out[c] = o[c] * it;
+}
+static inline float add_noise(float a, float b) { return a + b; }
+#pragma GCC pop_options
+
+// Top-k then top-p over one row of tempered logits (in place: dropped codes become -inf), in
+// the order and arithmetic of decoding.apply_top_k / apply_top_p: the k-th largest value is the
+// cut (ties stay); the nucleus drops the codes whose probability mass strictly before them, in
+// descending order, reaches p (softmax in float, cumulative sum in double, as torch's CPU kernels).
+static void truncate_row(float* s, int64_t V, int64_t k, float p, std::vector<int64_t>& order,
+                         std::vector<float>& prob) {
+  const float inf = std::numeric_limits<float>::infinity();
+  if (k < V) {
+    std::vector<float> tmp(s, s + V);
+    std::nth_element(tmp.begin(), tmp.begin() + (k - 1), tmp.end(), std::greater<float>());
+    const float kth = tmp[k - 1];
+    for (int64_t c = 0; c < V; ++c) if (s[c] < kth) s[c] = -inf;
+  }
+  if (p < 1.0f) {
+    for (int64_t c = 0; c < V; ++c) order[c] = c;
+    std::sort(order.begin(), order.end(), [s](int64_t a, int64_t b) { return s[a] > s[b]; });
+    const float top = s[order[0]];
+    float sum = 0.0f;
+    for (int64_t j = 0; j < V; ++j) { prob[j] = std::exp(s[order[j]] - top); sum += prob[j]; }
+    const float inv = 1.0f / sum;
+    double cum = 0.0;
+    for (int64_t j = 0; j < V; ++j) {
+      const float pj = prob[j] * inv;
+      cum += pj;
+      if ((float)cum - pj >= p) s[order[j]] = -inf;
+    }
+  }
+}
+
+// argmax over c of (noise[c] + logits[c] * inv_tau); with truncation, the tempered logits are
+// rounded first and filtered (decoding.process_logits, then + noise, as the warper loop does).
+static int64_t choose(const float* o, const float* g, float it, int64_t V, int64_t k, float p,
+                      std::vector<float>& row, std::vector<int64_t>& order, std::vector<float>& prob) {
+  int64_t best = 0;
+  if (k >= V && !(p < 1.0f)) {
+    float top = g[0] + o[0] * it;
+    for (int64_t c = 1; c < V; ++c) {
+      const float sc = g[c] + o[c] * it;
+      if (sc > top) { top = sc; best = c; }
+    }
+    return best;
+  }
+  scale_row(o, it, V, row.data());
+  truncate_row(row.data(), V, k, p, order, prob);
+  float top = add_noise(row[0], g[0]);
+  for (int64_t c = 1; c < V; ++c) {
+    const float sc = add_noise(row[c], g[c]);
+    if (sc > top) { top = sc; best = c; }
+  }
+  return best;
+}
+
 static void check(const torch::Tensor& x, torch::ScalarType dt, const char* name) {
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == dt && x.is_contiguous(),
               name, ": expected a contiguous CPU tensor of ", dt);
@@ -114,19 +180,21 @@ static void check(const torch::Tensor& x, torch::ScalarType dt, const char* name
 // k-1 then the current tap; bias (L, B, 2G); frames (F, L, B, 2G) or empty; embed (V, R);
 // wrs (L, G, R+S); brs (L, R+S); wh1 (S, H); bh1 (H); wh2 (H, V); bh2 (V); dil (L) int64;
 // x (B) int64, the code fed first, overwritten by the last one; logits (>= t1-t0, B, V);
-// codes (t1-t0, B) int64; noise (t1-t0, B, V); inv_tau (B); prime (n_prime, B) int64.
+// codes (t1-t0, B) int64; noise (t1-t0, B, V); inv_tau (B); prime (n_prime, B) int64;
+// top_k (B) int64, V where off; top_p (B) float, 1 where off.
 void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::Tensor frames,
                torch::Tensor embed, torch::Tensor wrs, torch::Tensor brs, torch::Tensor wh1,
                torch::Tensor bh1, torch::Tensor wh2, torch::Tensor bh2, torch::Tensor dil,
                int64_t t0, int64_t t1, int64_t hop, torch::Tensor x, torch::Tensor logits,
                torch::Tensor codes, torch::Tensor noise, torch::Tensor inv_tau, torch::Tensor prime,
-               int64_t n_prime) {
+               int64_t n_prime, torch::Tensor top_k, torch::Tensor top_p) {
   const auto F32 = torch::kFloat32, I64 = torch::kInt64;
   check(buf, F32, "buf"); check(wz, F32, "wz"); check(bias, F32, "bias"); check(frames, F32, "frames");
   check(embed, F32, "embed"); check(wrs, F32, "wrs"); check(brs, F32, "brs"); check(wh1, F32, "wh1");
   check(bh1, F32, "bh1"); check(wh2, F32, "wh2"); check(bh2, F32, "bh2"); check(dil, I64, "dil");
   check(x, I64, "x"); check(logits, F32, "logits"); check(codes, I64, "codes");
   check(noise, F32, "noise"); check(inv_tau, F32, "inv_tau"); check(prime, I64, "prime");
+  check(top_k, I64, "top_k"); check(top_p, F32, "top_p");
   const int64_t L = buf.size(0), P = buf.size(1), B = buf.size(2), R = buf.size(3);
   const int64_t G2 = wz.size(2), G = G2 / 2, kR = wz.size(1), k = kR / R;
   const int64_t RS = wrs.size(2), S = RS - R, H = wh1.size(1), V = wh2.size(1);
@@ -134,7 +202,8 @@ void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::T
   TORCH_CHECK((P & (P - 1)) == 0 && kR == k * R && wrs.size(1) == G && embed.size(1) == R
               && wh1.size(0) == S && x.numel() == B && logits.size(0) >= n && codes.numel() == n * B
               && noise.numel() == n * B * V && inv_tau.numel() == B && dil.numel() == L
-              && prime.numel() >= n_prime * B, "run_chunk: inconsistent shapes");
+              && prime.numel() >= n_prime * B
+              && top_k.numel() == B && top_p.numel() == B, "run_chunk: inconsistent shapes");
   const bool mel = frames.numel() > 0;
   float* pbuf = buf.data_ptr<float>();
   const float *pwz = wz.data_ptr<float>(), *pbias = bias.data_ptr<float>();
@@ -144,6 +213,10 @@ void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::T
   const float *pwh2 = wh2.data_ptr<float>(), *pbh2 = bh2.data_ptr<float>();
   const float *pnoise = noise.data_ptr<float>(), *ptau = inv_tau.data_ptr<float>();
   const int64_t *pdil = dil.data_ptr<int64_t>(), *pprime = prime.data_ptr<int64_t>();
+  const int64_t* ptopk = top_k.data_ptr<int64_t>();
+  const float* ptopp = top_p.data_ptr<float>();
+  std::vector<float> row(V), prob(V);
+  std::vector<int64_t> order(V);
   int64_t *px = x.data_ptr<int64_t>(), *pcodes = codes.data_ptr<int64_t>();
   float* plog = logits.data_ptr<float>();
   const int64_t nb = L * B * G2;
@@ -192,16 +265,8 @@ void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::T
       if (t < n_prime) {
         px[b] = pprime[t * B + b];
       } else {
-        const float* o = out + b * V;
-        const float* g = pnoise + (i * B + b) * V;
-        const float it = ptau[b];
-        int64_t best = 0;
-        float top = g[0] + o[0] * it;
-        for (int64_t c = 1; c < V; ++c) {
-          const float sc = g[c] + o[c] * it;
-          if (sc > top) { top = sc; best = c; }
-        }
-        px[b] = best;
+        px[b] = choose(out + b * V, pnoise + (i * B + b) * V, ptau[b], V, ptopk[b], ptopp[b],
+                       row, order, prob);
       }
       pcodes[i * B + b] = px[b];
     }
@@ -209,5 +274,5 @@ void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::T
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("run_chunk", &run_chunk, "fused temperature/greedy sampling steps (wavetyp/core/cstep.cpp)");
+  m.def("run_chunk", &run_chunk, "fused temperature/greedy/top-k/top-p sampling steps (wavetyp/core/cstep.cpp)");
 }

@@ -1,11 +1,12 @@
 """The sampling chunk loop fused into one C++ function (cstep.cpp), compiled at first use.
 
 At batch 1 the TorchScript loop (fastloop.py) still launches ~80 small kernels a step, and
-their fixed costs dominate; cstep.cpp runs a whole chunk of temperature/greedy steps (every
-layer's products, the gate, the head, the Gumbel-max choice) in one call over the same
-GenerationCache buffers and folded weights, so it is a drop-in for `fastloop.run_steps`.
-Logits agree with the parallel pass to float rounding (tests/test_cstep.py); codes equal the
-TorchScript loop's unless two candidates' scores tie to within that rounding.
+their fixed costs dominate; cstep.cpp runs a whole chunk of steps (every layer's products,
+the gate, the head, top-k/top-p and the Gumbel-max choice) in one call over the same
+GenerationCache buffers and folded weights, so it is a drop-in for `fastloop.run_steps` and
+for the warper loop on temperature, greedy, top-k and top-p streams (the other filters stay in
+Python). Logits agree with the parallel pass to float rounding (tests/test_cstep.py); codes
+equal the other loops' unless two candidates' scores, or a nucleus boundary, tie to within it.
 
 The extension is built once per machine by torch.utils.cpp_extension (cached under
 ~/.cache/torch_extensions, keyed by the source and by the instruction set it was built for:
@@ -15,6 +16,7 @@ notice and the TorchScript loop. `WAVETYP_CSTEP=0` switches it off.
 from __future__ import annotations
 
 import hashlib
+import logging
 import warnings
 from pathlib import Path
 
@@ -51,7 +53,10 @@ def extension():
     global _EXT
     if _EXT is None:
         _EXT = False
+        log = logging.getLogger("torch.utils.cpp_extension")   # its CUDA_HOME note is noise here
+        level = log.level
         try:
+            log.setLevel(logging.ERROR)
             from torch.utils.cpp_extension import load
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -60,13 +65,20 @@ def extension():
         except Exception as err:            # noqa: BLE001 - any failure: the TorchScript loop
             print(f"note: fused C++ sampling step unavailable ({type(err).__name__}: "
                   f"{str(err).splitlines()[0][:120] if str(err) else ''}); using the TorchScript loop")
+        finally:
+            log.setLevel(level)
     return _EXT or None
 
 
+def supported(dec: DecodeBatch) -> bool:
+    """Settings the C++ loop implements: temperature, greedy, top-k, top-p (others: the warpers)."""
+    return not (dec.any_typical_p or dec.any_min_p or dec.any_epsilon or dec.any_eta or dec.any_mirostat)
+
+
 def applies(cache: GenerationCache, dec: DecodeBatch) -> bool:
-    """Temperature/greedy streams of a float32 model on the CPU, not switched off."""
+    """Supported settings, a float32 model on the CPU, not switched off, and a build."""
     z = cache.state.z
-    return (not dec.truncating and z.device.type == "cpu" and z.dtype == torch.float32
+    return (supported(dec) and z.device.type == "cpu" and z.dtype == torch.float32
             and enabled() and extension() is not None)
 
 
@@ -87,6 +99,8 @@ class FusedLoop:
         self.bh1, self.bh2 = s.b_h1[0].contiguous(), s.b_h2[0].contiguous()
         self.dil = torch.tensor(dilations, dtype=torch.long)
         self.inv_tau = dec.inv_tau.reshape(-1).float().contiguous()
+        self.top_k = dec.top_k.long().contiguous()
+        self.top_p = dec.top_p.float().contiguous()
 
     def __call__(self, t0: int, t1: int, x: torch.Tensor, logits: torch.Tensor, codes: torch.Tensor,
                  noise: torch.Tensor, prime: torch.Tensor, n_prime: int) -> torch.Tensor:
@@ -96,7 +110,8 @@ class FusedLoop:
         x = x.clone()           # the caller's x may be a row of its codes: never write into it
         self.ext.run_chunk(self.buf, self.wz, s.bias, s.frames, s.embed.contiguous(), self.wrs, self.brs,
                            s.w_h1, self.bh1, s.w_h2, self.bh2, self.dil, t0, t1, s.hop, x, logits,
-                           codes, noise.contiguous(), self.inv_tau, prime.contiguous(), n_prime)
+                           codes, noise.contiguous(), self.inv_tau, prime.contiguous(), n_prime,
+                           self.top_k, self.top_p)
         return x
 
 

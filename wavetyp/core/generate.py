@@ -4,8 +4,10 @@ Logging: at every step the NLL of the chosen code, the entropy and the varentrop
 taken from the model's UNTEMPERED distribution p_t, because the typical set is defined
 by p, not by the distribution we happened to sample from. `sampled_nll_bits` is the
 NLL under the processed (tempered/truncated) distribution actually sampled.
-Temperature/greedy chunks run in the fused C++ loop (cstep.py), else in the scripted loop
-(fastloop.py); truncating settings step in Python through the warpers (decoding.py).
+Temperature/greedy/top-k/top-p chunks run in the fused C++ loop (cstep.py); without it,
+temperature/greedy chunks run in the scripted loop (fastloop.py) and truncating settings
+step in Python through the warpers (decoding.py), as do typical-p, min-p, epsilon, eta and
+mirostat always.
 """
 from __future__ import annotations
 
@@ -103,8 +105,8 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
     lg_rows = list(lg.unbind(0))            # per-step row views: made once, not sliced per step
     prime_rows = (prime.t().contiguous() if prime is not None
                   else torch.zeros(0, B, dtype=torch.long, device=dev))
-    run_steps = scripted_run_steps()
-    fused = fused_loop(cache, dec, model.cfg.dilations) if fast else None   # the C++ chunk loop
+    fused = fused_loop(cache, dec, model.cfg.dilations)     # the C++ chunk loop, where it applies
+    run_steps = scripted_run_steps() if fused is None else None
     miro = MirostatState(dec) if dec.any_mirostat else None
     mu_rows = torch.full((chunk, B), float("inf"), device=dev) if miro else None   # mu per step
     for c0 in range(0, n_samples, chunk):
@@ -112,7 +114,7 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
         noise = _gumbel((c1 - c0, B, N_CODES), gen, dev) * dec.noise
         noise_rows = list(noise.unbind(0))
         code_rows = list(codes[c0:c1].unbind(0))  # per chunk: never one view per sample of the run
-        if fused is not None:   # temperature / greedy: the whole chunk in one C++ call
+        if fused is not None:   # temperature / greedy / top-k / top-p: the chunk in one C++ call
             x = fused(c0, c1, x, lg, codes[c0:c1], noise, prime_rows, P)
             cache.t = c1
         elif fast:   # the same in one TorchScript call
