@@ -17,12 +17,12 @@ from wavetyp.core.model import WaveNet
 pytestmark = pytest.mark.skipif(cstep.extension() is None, reason="no C++ compiler for the fused step")
 
 
-def fused_teacher_forced(model, codes, cond, chunk=97):
+def fused_teacher_forced(model, codes, cond, chunk=97, weights="fp32"):
     """(B, T, 256) logits from the fused loop with every code primed (teacher forcing)."""
     B, T = codes.shape
     cache = GenerationCache(model, B, cond)
     dec = encode_settings([DecodeSettings(1.0)] * B)
-    loop = cstep.FusedLoop(cache, dec, model.cfg.dilations)
+    loop = cstep.FusedLoop(cache, dec, model.cfg.dilations, weights)
     out = torch.empty(T, B, N_CODES)
     codes_t = torch.empty(T, B, dtype=torch.long)
     prime = codes.t().contiguous()
@@ -128,3 +128,54 @@ def test_build_name_keys_the_instruction_set(monkeypatch):
     assert cstep.isa_flags() == [] and "_generic_" in cstep.build_name()
     monkeypatch.setattr(cstep, "cpu_flags", lambda: {"avx2", "fma", "sse2"})
     assert cstep.isa_flags() == ["-mavx2", "-mfma"] and "_avx2_" in cstep.build_name()
+
+
+def width16_model(seed):
+    torch.manual_seed(seed)
+    return WaveNet(tiny_config(residual_channels=16, gate_channels=16, skip_channels=32,
+                               head_channels=32)).eval()
+
+
+def test_bf16_packing_holds_the_rounded_weights():
+    w = torch.randn(3, 5, 48)
+    words = cstep.pack_bf16(w).long() & 0xFFFFFFFF                       # (3, 5, 24)
+    blocks = words.view(3, 5, 3, 8)
+    lo, hi = blocks & 0xFFFF, blocks >> 16
+    bits = torch.cat([lo, hi], -1).reshape(3, 5, 48)                      # columns j, then j + 8
+    bits = bits << 16
+    unpacked = torch.where(bits >= 2**31, bits - 2**32, bits).to(torch.int32).view(torch.float32)
+    assert torch.equal(unpacked, w.to(torch.bfloat16).float())
+    with pytest.raises(ValueError, match="multiples of 16"):
+        cstep.pack_bf16(torch.randn(4, 24))
+
+
+def test_bf16_step_equals_the_parallel_pass_of_the_rounded_model():
+    """bf16 weights change the model, not the arithmetic: the fused bf16 step's logits equal the
+    parallel pass of the same model with its four weight matrices rounded to bfloat16."""
+    model = width16_model(5)
+    rounded = WaveNet(model.cfg).eval()
+    rounded.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for lin in [*rounded.dilated, *rounded.res_skip, rounded.head1, rounded.head2]:
+            lin.weight.copy_(lin.weight.to(torch.bfloat16).float())
+    codes = torch.randint(0, 256, (3, 400))
+    for name in ("none", "all+dropped-mel"):
+        cond = conditionings(model, codes)[name]
+        with torch.no_grad():
+            par, exact = rounded(codes, cond), model(codes, cond)
+        fused = fused_teacher_forced(model, codes, cond, weights="bf16")
+        assert (par - fused).abs().max().item() <= 1e-4, name
+        assert (exact - fused).abs().max().item() > 1e-4          # it is a different model
+
+
+def test_bf16_weights_need_the_fused_step(monkeypatch):
+    model = width16_model(6)
+    r = generate(model, [DecodeSettings(0.7), DecodeSettings(0.9, top_p=0.9)], 200, seed=0, weights="bf16")
+    assert all(len(x.codes) == 200 for x in r)
+    with pytest.raises(ValueError, match="typical-p"):
+        generate(model, [DecodeSettings(1.0, typical_p=0.9)], 10, weights="bf16")
+    with pytest.raises(ValueError, match="multiples of 16"):
+        generate(WaveNet(tiny_config(gate_channels=12)).eval(), [DecodeSettings(1.0)], 10, weights="bf16")
+    monkeypatch.setenv("WAVETYP_CSTEP", "0")
+    with pytest.raises(ValueError, match="off or unavailable"):
+        generate(model, [DecodeSettings(1.0)], 10, weights="bf16")

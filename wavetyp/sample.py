@@ -19,6 +19,7 @@ from wavetyp.core.checks import (
     run_cli,
 )
 from wavetyp.core.conditioning import make_cond_spec
+from wavetyp.core.cstep import WEIGHTS
 from wavetyp.core.decoding import DecodeSettings
 from wavetyp.core.errors import UsageError
 from wavetyp.core.generate import render
@@ -97,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the files of an existing --name")
     p.add_argument("--no-plot", action="store_true", help="skip traces.png")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads; none given: torch's choice")
+    p.add_argument("--step-weights", choices=WEIGHTS, default="fp32",
+                   help="weights of the fused CPU sampling step: bf16 rounds its weight matrices to "
+                        "bfloat16 (faster at one stream; codes and logs are then the rounded model's: "
+                        "rescore with python -m wavetyp.score)")
     return p
 
 
@@ -111,6 +116,8 @@ def main(argv=None) -> int:
         check_positive("--prime-ms", a.prime_ms)
         check_count("--threads", a.threads)
         check_count("--beam", a.beam)
+        if a.step_weights != "fp32" and a.beam:
+            raise UsageError("--step-weights applies to sampling, not to --beam")
         from wavetyp.core.checkpoint import load_model
         from wavetyp.core.runtime import pick_device
         if a.threads:
@@ -140,14 +147,21 @@ def main(argv=None) -> int:
         else:
             run_dir = unique_run_dir(out_dir, f"{spec.label}-{tag}-seed{a.seed}")
         run_dir = check_output_dir(run_dir)
-        rendered = render(model, streams, n, spec, a.seed, prime, a.beam, progress=True)
+        try:
+            rendered = render(model, streams, n, spec, a.seed, prime, a.beam, progress=True,
+                              weights=a.step_weights)
+        except ValueError as err:
+            if a.step_weights == "fp32":
+                raise
+            raise UsageError(f"--step-weights {a.step_weights}: {err}") from None
         if not (a.no_reference or a.beam or REFERENCE in settings):
             # a separate batch, so the asked-for streams keep the codes they have without it
-            ref = render(model, [REFERENCE], n, spec, a.seed, prime)[0]
+            ref = render(model, [REFERENCE], n, spec, a.seed, prime, weights=a.step_weights)[0]
             ref.name = f"reference-{ref.name}"
             rendered.append(ref)
         meta = {"checkpoint": str(a.checkpoint or "shipped"), "seed": a.seed, "sample_rate": sr,
                 "conditioning": spec.to_dict(), "prime": a.prime, "prime_ms": a.prime_ms if a.prime else 0,
+                "step_weights": a.step_weights,
                 "wall_seconds": time.time() - t0}
         summary = write_run(run_dir, run_dir.name, rendered, sr, meta, plot=not a.no_plot)
         print(format_table(summary["samples"]))

@@ -23,17 +23,38 @@ typedef float v8 __attribute__((vector_size(32)));
 static inline v8 load8(const float* p) { v8 v; std::memcpy(&v, p, sizeof(v)); return v; }
 static inline void store8(float* p, v8 v) { std::memcpy(p, &v, sizeof(v)); }
 
+// Weights are float, or bf16 packed in pairs ("bf16" steps): per row, each block of 16 columns
+// is 8 32-bit words, word j holding column j in its low half and column j + 8 in its high half,
+// so that one load, a shift and a mask give both 8-column halves as floats.
+typedef uint32_t u8v __attribute__((vector_size(32)));
+template <typename WT> struct Per { static constexpr int64_t word = 1; };
+template <> struct Per<uint32_t> { static constexpr int64_t word = 2; };
+template <typename WT>
+static inline const WT* wat(const WT* W, int64_t off) { return W + off / Per<WT>::word; }
+
+static inline void load16(const float* w, v8& lo, v8& hi) { lo = load8(w); hi = load8(w + 8); }
+static inline void load16(const uint32_t* w, v8& lo, v8& hi) {
+  u8v u, a, b;
+  std::memcpy(&u, w, sizeof(u));
+  a = u << 16;
+  b = u & 0xFFFF0000u;
+  std::memcpy(&lo, &a, sizeof(lo));
+  std::memcpy(&hi, &b, sizeof(hi));
+}
+
 // out[b, n] += sum_k in[b, k] W[k, n] for BT rows b and the 8*NV columns from n0.
-template <int BT, int NV>
-static inline void tile(const float* in, int64_t ldi, int64_t K, const float* W, int64_t N,
+template <int BT, int NV, typename WT>
+static inline void tile(const float* in, int64_t ldi, int64_t K, const WT* W, int64_t N,
                         float* out, int64_t ldo, int64_t n0) {
   v8 acc[BT][NV];
   for (int b = 0; b < BT; ++b)
     for (int v = 0; v < NV; ++v) acc[b][v] = load8(out + b * ldo + n0 + 8 * v);
   for (int64_t k = 0; k < K; ++k) {
-    const float* w = W + k * N + n0;
     v8 wv[NV];
-    for (int v = 0; v < NV; ++v) wv[v] = load8(w + 8 * v);
+    if (NV == 1)
+      wv[0] = load8(reinterpret_cast<const float*>(W) + k * N + n0);   // float weights only
+    else
+      for (int v = 0; v + 1 < NV; v += 2) load16(wat(W, k * N + n0 + 8 * v), wv[v], wv[v + 1]);
     for (int b = 0; b < BT; ++b) {
       const v8 x = v8{} + in[b * ldi + k];
       for (int v = 0; v < NV; ++v) acc[b][v] += x * wv[v];
@@ -43,22 +64,26 @@ static inline void tile(const float* in, int64_t ldi, int64_t K, const float* W,
     for (int v = 0; v < NV; ++v) store8(out + b * ldo + n0 + 8 * v, acc[b][v]);
 }
 
-template <int BT, int NV>
-static void rows(const float* in, int64_t ldi, int64_t K, const float* W, int64_t N,
+template <int BT, int NV, typename WT>
+static void rows(const float* in, int64_t ldi, int64_t K, const WT* W, int64_t N,
                  float* out, int64_t ldo) {
   int64_t n = 0;
   for (; n + 8 * NV <= N; n += 8 * NV) tile<BT, NV>(in, ldi, K, W, N, out, ldo, n);
-  for (; n + 8 <= N; n += 8) tile<BT, 1>(in, ldi, K, W, N, out, ldo, n);
+  for (; n + 16 <= N; n += 16) tile<BT, 2>(in, ldi, K, W, N, out, ldo, n);
+  if (Per<WT>::word != 1) return;      // packed widths are multiples of 16 (cstep.py checks)
+  const float* Wf = reinterpret_cast<const float*>(W);
+  for (; n + 8 <= N; n += 8) tile<BT, 1>(in, ldi, K, Wf, N, out, ldo, n);
   for (; n < N; ++n)
     for (int b = 0; b < BT; ++b) {
       float s = out[b * ldo + n];
-      for (int64_t k = 0; k < K; ++k) s += in[b * ldi + k] * W[k * N + n];
+      for (int64_t k = 0; k < K; ++k) s += in[b * ldi + k] * Wf[k * N + n];
       out[b * ldo + n] = s;
     }
 }
 
 // out (B, N; row stride ldo) += in (B, K; row stride ldi) @ W (K, N; row-major).
-static void gemm_acc(const float* in, int64_t ldi, int64_t B, int64_t K, const float* W, int64_t N,
+template <typename WT>
+static void gemm_acc(const float* in, int64_t ldi, int64_t B, int64_t K, const WT* W, int64_t N,
                      float* out, int64_t ldo) {
   int64_t b = 0;
   for (; b + 4 <= B; b += 4) rows<4, 2>(in + b * ldi, ldi, K, W, N, out + b * ldo, ldo);
@@ -176,12 +201,79 @@ static void check(const torch::Tensor& x, torch::ScalarType dt, const char* name
               name, ": expected a contiguous CPU tensor of ", dt);
 }
 
+// Everything one chunk reads and writes, unpacked from the tensors by run_chunk.
+struct Chunk {
+  int64_t L, P, B, R, G, G2, k, RS, S, H, V, t0, t1, hop, F, n_prime;
+  float *buf, *logits;
+  const float *bias, *frames, *embed, *brs, *bh1, *bh2, *noise, *inv_tau, *top_p;
+  const int64_t *dil, *prime, *top_k;
+  int64_t *x, *codes;
+};
+
+template <typename WT>
+static void run_loop(const Chunk& c, const WT* wz, const WT* wrs, const WT* wh1, const WT* wh2) {
+  const int64_t L = c.L, P = c.P, B = c.B, R = c.R, G = c.G, G2 = c.G2, k = c.k, RS = c.RS;
+  const int64_t S = c.S, H = c.H, V = c.V, kR = k * R, nb = L * B * G2;
+  std::vector<float> mbias(c.F ? nb : 0), hs(B * RS), z(B * G2), a(B * G), h1(B * H);
+  std::vector<float> row(V), prob(V);
+  std::vector<int64_t> order(V);
+  for (int64_t t = c.t0; t < c.t1; ++t) {
+    const int64_t i = t - c.t0, p = t & (P - 1);
+    const float* bz = c.bias;
+    if (c.F) { lerp_bias(c.frames, c.F, nb, t, c.hop, mbias.data()); bz = mbias.data(); }
+    for (int64_t b = 0; b < B; ++b) {   // layer 0's input: the embedded code; no skip yet
+      std::memcpy(&hs[b * RS], c.embed + c.x[b] * R, R * sizeof(float));
+      std::fill(hs.begin() + b * RS + R, hs.begin() + (b + 1) * RS, 0.0f);
+    }
+    for (int64_t l = 0; l < L; ++l) {
+      float* slot = c.buf + (l * P + p) * B * R;   // this layer's input at time t
+      for (int64_t b = 0; b < B; ++b) std::memcpy(slot + b * R, &hs[b * RS], R * sizeof(float));
+      std::memcpy(z.data(), bz + l * B * G2, B * G2 * sizeof(float));
+      const int64_t w = l * kR * G2;
+      for (int64_t m = 1; m < k; ++m) {   // past taps x_{t - m d}, straight from the ring buffer
+        const int64_t q = (t - m * c.dil[l]) & (P - 1);
+        gemm_acc(c.buf + (l * P + q) * B * R, R, B, R, wat(wz, w + (m - 1) * R * G2), G2, z.data(), G2);
+      }
+      gemm_acc(hs.data(), RS, B, R, wat(wz, w + (k - 1) * R * G2), G2, z.data(), G2);
+      tanh_inplace(z.data(), B * G2);
+      for (int64_t b = 0; b < B; ++b)      // tanh * (1 + tanh): the sigmoid's 1/2 is in wrs
+        for (int64_t g = 0; g < G; ++g) {
+          const float zt = z[b * G2 + g];
+          a[b * G + g] = zt + zt * z[b * G2 + G + g];
+        }
+      const float* br = c.brs + l * RS;    // [h | skip] += [res | skip] bias + a W_rs
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = 0; j < RS; ++j) hs[b * RS + j] += br[j];
+      gemm_acc(a.data(), G, B, G, wat(wrs, l * G * RS), RS, hs.data(), RS);
+    }
+    for (int64_t b = 0; b < B; ++b) {     // head: relu, linear, relu, linear
+      float* s = &hs[b * RS + R];
+      for (int64_t j = 0; j < S; ++j) s[j] = std::max(s[j], 0.0f);
+      std::memcpy(&h1[b * H], c.bh1, H * sizeof(float));
+    }
+    gemm_acc(hs.data() + R, RS, B, S, wh1, H, h1.data(), H);
+    for (auto& v : h1) v = std::max(v, 0.0f);
+    float* out = c.logits + i * B * V;
+    for (int64_t b = 0; b < B; ++b) std::memcpy(out + b * V, c.bh2, V * sizeof(float));
+    gemm_acc(h1.data(), H, B, H, wh2, V, out, V);
+    for (int64_t b = 0; b < B; ++b) {     // the code: primed, or argmax(logits / tau + noise)
+      if (t < c.n_prime)
+        c.x[b] = c.prime[t * B + b];
+      else
+        c.x[b] = choose(out + b * V, c.noise + (i * B + b) * V, c.inv_tau[b], V, c.top_k[b],
+                        c.top_p[b], row, order, prob);
+      c.codes[i * B + b] = c.x[b];
+    }
+  }
+}
+
 // Steps t0 .. t1-1 (see the header). Shapes: buf (L, P, B, R); wz (L, k R, 2G), rows of lag 1 ..
 // k-1 then the current tap; bias (L, B, 2G); frames (F, L, B, 2G) or empty; embed (V, R);
 // wrs (L, G, R+S); brs (L, R+S); wh1 (S, H); bh1 (H); wh2 (H, V); bh2 (V); dil (L) int64;
 // x (B) int64, the code fed first, overwritten by the last one; logits (>= t1-t0, B, V);
 // codes (t1-t0, B) int64; noise (t1-t0, B, V); inv_tau (B); prime (n_prime, B) int64;
-// top_k (B) int64, V where off; top_p (B) float, 1 where off.
+// top_k (B) int64, V where off; top_p (B) float, 1 where off. The four weight matrices are
+// float32, or all int32 words of packed bf16 pairs (last dimension halved).
 void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::Tensor frames,
                torch::Tensor embed, torch::Tensor wrs, torch::Tensor brs, torch::Tensor wh1,
                torch::Tensor bh1, torch::Tensor wh2, torch::Tensor bh2, torch::Tensor dil,
@@ -189,87 +281,40 @@ void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::T
                torch::Tensor codes, torch::Tensor noise, torch::Tensor inv_tau, torch::Tensor prime,
                int64_t n_prime, torch::Tensor top_k, torch::Tensor top_p) {
   const auto F32 = torch::kFloat32, I64 = torch::kInt64;
-  check(buf, F32, "buf"); check(wz, F32, "wz"); check(bias, F32, "bias"); check(frames, F32, "frames");
-  check(embed, F32, "embed"); check(wrs, F32, "wrs"); check(brs, F32, "brs"); check(wh1, F32, "wh1");
-  check(bh1, F32, "bh1"); check(wh2, F32, "wh2"); check(bh2, F32, "bh2"); check(dil, I64, "dil");
+  const bool packed = wz.scalar_type() == torch::kInt32;
+  const auto WT = packed ? torch::kInt32 : F32;
+  const int64_t pk = packed ? 2 : 1;
+  check(buf, F32, "buf"); check(wz, WT, "wz"); check(bias, F32, "bias"); check(frames, F32, "frames");
+  check(embed, F32, "embed"); check(wrs, WT, "wrs"); check(brs, F32, "brs"); check(wh1, WT, "wh1");
+  check(bh1, F32, "bh1"); check(wh2, WT, "wh2"); check(bh2, F32, "bh2"); check(dil, I64, "dil");
   check(x, I64, "x"); check(logits, F32, "logits"); check(codes, I64, "codes");
   check(noise, F32, "noise"); check(inv_tau, F32, "inv_tau"); check(prime, I64, "prime");
   check(top_k, I64, "top_k"); check(top_p, F32, "top_p");
-  const int64_t L = buf.size(0), P = buf.size(1), B = buf.size(2), R = buf.size(3);
-  const int64_t G2 = wz.size(2), G = G2 / 2, kR = wz.size(1), k = kR / R;
-  const int64_t RS = wrs.size(2), S = RS - R, H = wh1.size(1), V = wh2.size(1);
-  const int64_t n = t1 - t0;
-  TORCH_CHECK((P & (P - 1)) == 0 && kR == k * R && wrs.size(1) == G && embed.size(1) == R
-              && wh1.size(0) == S && x.numel() == B && logits.size(0) >= n && codes.numel() == n * B
-              && noise.numel() == n * B * V && inv_tau.numel() == B && dil.numel() == L
-              && prime.numel() >= n_prime * B
-              && top_k.numel() == B && top_p.numel() == B, "run_chunk: inconsistent shapes");
-  const bool mel = frames.numel() > 0;
-  float* pbuf = buf.data_ptr<float>();
-  const float *pwz = wz.data_ptr<float>(), *pbias = bias.data_ptr<float>();
-  const float *pframes = frames.data_ptr<float>(), *pemb = embed.data_ptr<float>();
-  const float *pwrs = wrs.data_ptr<float>(), *pbrs = brs.data_ptr<float>();
-  const float *pwh1 = wh1.data_ptr<float>(), *pbh1 = bh1.data_ptr<float>();
-  const float *pwh2 = wh2.data_ptr<float>(), *pbh2 = bh2.data_ptr<float>();
-  const float *pnoise = noise.data_ptr<float>(), *ptau = inv_tau.data_ptr<float>();
-  const int64_t *pdil = dil.data_ptr<int64_t>(), *pprime = prime.data_ptr<int64_t>();
-  const int64_t* ptopk = top_k.data_ptr<int64_t>();
-  const float* ptopp = top_p.data_ptr<float>();
-  std::vector<float> row(V), prob(V);
-  std::vector<int64_t> order(V);
-  int64_t *px = x.data_ptr<int64_t>(), *pcodes = codes.data_ptr<int64_t>();
-  float* plog = logits.data_ptr<float>();
-  const int64_t nb = L * B * G2;
-  std::vector<float> mbias(mel ? nb : 0), hs(B * RS), z(B * G2), a(B * G), h1(B * H);
-  const int64_t F = mel ? frames.size(0) : 0;
-  for (int64_t t = t0; t < t1; ++t) {
-    const int64_t i = t - t0, p = t & (P - 1);
-    const float* bz = pbias;
-    if (mel) { lerp_bias(pframes, F, nb, t, hop, mbias.data()); bz = mbias.data(); }
-    for (int64_t b = 0; b < B; ++b) {   // layer 0's input: the embedded code; no skip yet
-      std::memcpy(&hs[b * RS], pemb + px[b] * R, R * sizeof(float));
-      std::fill(hs.begin() + b * RS + R, hs.begin() + (b + 1) * RS, 0.0f);
-    }
-    for (int64_t l = 0; l < L; ++l) {
-      float* slot = pbuf + (l * P + p) * B * R;   // this layer's input at time t
-      for (int64_t b = 0; b < B; ++b) std::memcpy(slot + b * R, &hs[b * RS], R * sizeof(float));
-      std::memcpy(z.data(), bz + l * B * G2, B * G2 * sizeof(float));
-      const float* w = pwz + l * kR * G2;
-      for (int64_t m = 1; m < k; ++m) {   // past taps x_{t - m d}, straight from the ring buffer
-        const int64_t q = (t - m * pdil[l]) & (P - 1);
-        gemm_acc(pbuf + (l * P + q) * B * R, R, B, R, w + (m - 1) * R * G2, G2, z.data(), G2);
-      }
-      gemm_acc(hs.data(), RS, B, R, w + (k - 1) * R * G2, G2, z.data(), G2);
-      tanh_inplace(z.data(), B * G2);
-      for (int64_t b = 0; b < B; ++b)      // tanh * (1 + tanh): the sigmoid's 1/2 is in wrs
-        for (int64_t g = 0; g < G; ++g) {
-          const float zt = z[b * G2 + g];
-          a[b * G + g] = zt + zt * z[b * G2 + G + g];
-        }
-      const float* br = pbrs + l * RS;     // [h | skip] += [res | skip] bias + a W_rs
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t j = 0; j < RS; ++j) hs[b * RS + j] += br[j];
-      gemm_acc(a.data(), G, B, G, pwrs + l * G * RS, RS, hs.data(), RS);
-    }
-    for (int64_t b = 0; b < B; ++b) {     // head: relu, linear, relu, linear
-      float* s = &hs[b * RS + R];
-      for (int64_t j = 0; j < S; ++j) s[j] = std::max(s[j], 0.0f);
-      std::memcpy(&h1[b * H], pbh1, H * sizeof(float));
-    }
-    gemm_acc(hs.data() + R, RS, B, S, pwh1, H, h1.data(), H);
-    for (auto& v : h1) v = std::max(v, 0.0f);
-    float* out = plog + i * B * V;
-    for (int64_t b = 0; b < B; ++b) std::memcpy(out + b * V, pbh2, V * sizeof(float));
-    gemm_acc(h1.data(), H, B, H, pwh2, V, out, V);
-    for (int64_t b = 0; b < B; ++b) {     // the code: primed, or argmax(logits / tau + noise)
-      if (t < n_prime) {
-        px[b] = pprime[t * B + b];
-      } else {
-        px[b] = choose(out + b * V, pnoise + (i * B + b) * V, ptau[b], V, ptopk[b], ptopp[b],
-                       row, order, prob);
-      }
-      pcodes[i * B + b] = px[b];
-    }
+  Chunk c;
+  c.L = buf.size(0); c.P = buf.size(1); c.B = buf.size(2); c.R = buf.size(3);
+  c.G2 = wz.size(2) * pk; c.G = c.G2 / 2; c.k = wz.size(1) / c.R;
+  c.RS = wrs.size(2) * pk; c.S = c.RS - c.R; c.H = wh1.size(1) * pk; c.V = wh2.size(1) * pk;
+  c.t0 = t0; c.t1 = t1; c.hop = hop; c.n_prime = n_prime;
+  c.F = frames.numel() > 0 ? frames.size(0) : 0;
+  const int64_t n = t1 - t0, B = c.B, V = c.V;
+  TORCH_CHECK((c.P & (c.P - 1)) == 0 && wz.size(1) == c.k * c.R && wrs.size(1) == c.G
+              && embed.size(1) == c.R && wh1.size(0) == c.S && x.numel() == B && logits.size(0) >= n
+              && codes.numel() == n * B && noise.numel() == n * B * V && inv_tau.numel() == B
+              && dil.numel() == c.L && prime.numel() >= n_prime * B && top_k.numel() == B
+              && top_p.numel() == B && (!packed || (c.G2 % 16 == 0 && c.RS % 16 == 0
+              && c.H % 16 == 0 && V % 16 == 0)), "run_chunk: inconsistent shapes");
+  c.buf = buf.data_ptr<float>(); c.logits = logits.data_ptr<float>();
+  c.bias = bias.data_ptr<float>(); c.frames = frames.data_ptr<float>(); c.embed = embed.data_ptr<float>();
+  c.brs = brs.data_ptr<float>(); c.bh1 = bh1.data_ptr<float>(); c.bh2 = bh2.data_ptr<float>();
+  c.noise = noise.data_ptr<float>(); c.inv_tau = inv_tau.data_ptr<float>(); c.top_p = top_p.data_ptr<float>();
+  c.dil = dil.data_ptr<int64_t>(); c.prime = prime.data_ptr<int64_t>(); c.top_k = top_k.data_ptr<int64_t>();
+  c.x = x.data_ptr<int64_t>(); c.codes = codes.data_ptr<int64_t>();
+  if (packed) {
+    auto u = [](torch::Tensor& w) { return reinterpret_cast<const uint32_t*>(w.data_ptr<int32_t>()); };
+    run_loop<uint32_t>(c, u(wz), u(wrs), u(wh1), u(wh2));
+  } else {
+    run_loop<float>(c, wz.data_ptr<float>(), wrs.data_ptr<float>(), wh1.data_ptr<float>(),
+                    wh2.data_ptr<float>());
   }
 }
 

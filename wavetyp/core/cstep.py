@@ -82,11 +82,32 @@ def applies(cache: GenerationCache, dec: DecodeBatch) -> bool:
             and enabled() and extension() is not None)
 
 
+WEIGHTS = ("fp32", "bf16")   # the step's weight matrices: float32, or rounded to bfloat16
+
+
+def pack_bf16(w: torch.Tensor) -> torch.Tensor:
+    """(..., N) float -> (..., N/2) int32 words of bfloat16 pairs, as cstep.cpp reads them: in
+    each block of 16 columns, word j holds column j (low half) and column j + 8 (high half)."""
+    n = w.shape[-1]
+    if n % 16:
+        raise ValueError(f"bf16 step weights need widths that are multiples of 16, got {n}")
+    h = w.to(torch.bfloat16).view(torch.int16).long() & 0xFFFF                 # round to nearest even
+    h = h.reshape(*w.shape[:-1], n // 16, 2, 8)
+    words = h[..., 0, :] | (h[..., 1, :] << 16)
+    words = torch.where(words >= 2**31, words - 2**32, words)                  # as int32 bits
+    return words.reshape(*w.shape[:-1], n // 2).to(torch.int32).contiguous()
+
+
 class FusedLoop:
     """`run_steps` for one GenerationCache: the cache's buffers and folded weights, repacked
-    once into the layouts cstep.cpp reads (the ring buffer itself is shared, not copied)."""
+    once into the layouts cstep.cpp reads (the ring buffer itself is shared, not copied).
+    weights="bf16" rounds the four weight matrices (not biases, embedding or conditioning) to
+    bfloat16, half the bytes each step streams; the arithmetic stays float32."""
 
-    def __init__(self, cache: GenerationCache, dec: DecodeBatch, dilations: list[int]):
+    def __init__(self, cache: GenerationCache, dec: DecodeBatch, dilations: list[int],
+                 weights: str = "fp32"):
+        if weights not in WEIGHTS:
+            raise ValueError(f"step weights must be one of {WEIGHTS}, got {weights!r}")
         s = cache.state
         L, G = cache.L, cache.G
         self.ext = extension()
@@ -96,6 +117,9 @@ class FusedLoop:
         w_res = torch.stack([lay[5] for lay in s.layers])                      # (L, G+1, R)
         w_rs = torch.cat([w_res, s.w_skip.view(L, G + 1, -1)], 2)              # (L, G+1, R+S)
         self.wrs, self.brs = w_rs[:, :G].contiguous(), w_rs[:, G].contiguous()
+        self.wh1, self.wh2 = s.w_h1, s.w_h2
+        if weights == "bf16":
+            self.wz, self.wrs, self.wh1, self.wh2 = map(pack_bf16, (self.wz, self.wrs, self.wh1, self.wh2))
         self.bh1, self.bh2 = s.b_h1[0].contiguous(), s.b_h2[0].contiguous()
         self.dil = torch.tensor(dilations, dtype=torch.long)
         self.inv_tau = dec.inv_tau.reshape(-1).float().contiguous()
@@ -109,12 +133,20 @@ class FusedLoop:
         s = self.s
         x = x.clone()           # the caller's x may be a row of its codes: never write into it
         self.ext.run_chunk(self.buf, self.wz, s.bias, s.frames, s.embed.contiguous(), self.wrs, self.brs,
-                           s.w_h1, self.bh1, s.w_h2, self.bh2, self.dil, t0, t1, s.hop, x, logits,
+                           self.wh1, self.bh1, self.wh2, self.bh2, self.dil, t0, t1, s.hop, x, logits,
                            codes, noise.contiguous(), self.inv_tau, prime.contiguous(), n_prime,
                            self.top_k, self.top_p)
         return x
 
 
-def fused_loop(cache: GenerationCache, dec: DecodeBatch, dilations: list[int]) -> FusedLoop | None:
-    """The fused loop for this cache and these settings, or None where it does not apply."""
-    return FusedLoop(cache, dec, dilations) if applies(cache, dec) else None
+def fused_loop(cache: GenerationCache, dec: DecodeBatch, dilations: list[int],
+               weights: str = "fp32") -> FusedLoop | None:
+    """The fused loop for this cache and these settings, or None where it does not apply
+    (an error for bf16 weights, which only the fused loop has)."""
+    if applies(cache, dec):
+        return FusedLoop(cache, dec, dilations, weights)
+    if weights != "fp32":
+        why = ("the fused C++ step is off or unavailable" if supported(dec) else
+               "typical-p, min-p, epsilon, eta and mirostat run outside the fused C++ step")
+        raise ValueError(f"{weights} step weights need the fused C++ step on the CPU ({why})")
+    return None

@@ -66,15 +66,17 @@ def _gumbel(shape, generator, device) -> torch.Tensor:
 def generate(model: WaveNet, settings: list[DecodeSettings], n_samples: int,
              cond: Conditioning | None = None, prime: torch.Tensor | None = None,
              seed: int = 0, progress: bool = False, chunk: int = CHUNK,
-             threads: int | None = None) -> list[GenerationResult]:
+             threads: int | None = None, weights: str = "fp32") -> list[GenerationResult]:
     """Generate len(settings) streams of n_samples codes side by side, one setting per stream.
 
     prime: (B, P) codes teacher-forced as the first P outputs (the model continues after).
     Sampling is Gumbel-max over the processed logits: argmax(logits' + g) ~ softmax(logits').
     threads: torch threads for the step loop (default: 1 below 64 streams).
+    weights: "bf16" runs the fused C++ step with its weight matrices rounded to bfloat16 (faster;
+    the codes and logs are then those of that rounded model: rescore them to compare).
     """
     with step_threads(len(settings), threads), torch.inference_mode():
-        return _generate(model, settings, n_samples, cond, prime, seed, progress, chunk)
+        return _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, weights)
 
 
 def fast_loop_applies(dec: DecodeBatch) -> bool:
@@ -83,7 +85,7 @@ def fast_loop_applies(dec: DecodeBatch) -> bool:
     return not dec.truncating
 
 
-def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
+def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, weights):
     B = len(settings)
     if B == 0 or n_samples <= 0:
         raise ValueError("need at least one stream and n_samples > 0")
@@ -105,7 +107,7 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk):
     lg_rows = list(lg.unbind(0))            # per-step row views: made once, not sliced per step
     prime_rows = (prime.t().contiguous() if prime is not None
                   else torch.zeros(0, B, dtype=torch.long, device=dev))
-    fused = fused_loop(cache, dec, model.cfg.dilations)     # the C++ chunk loop, where it applies
+    fused = fused_loop(cache, dec, model.cfg.dilations, weights)   # the C++ chunk loop, where it applies
     run_steps = scripted_run_steps() if fused is None else None
     miro = MirostatState(dec) if dec.any_mirostat else None
     mu_rows = torch.full((chunk, B), float("inf"), device=dev) if miro else None   # mu per step
@@ -234,13 +236,15 @@ class Rendered:
 
 def render(model: WaveNet, settings: list[DecodeSettings], n_samples: int, cond: CondSpec,
            seed: int = 0, prime: torch.Tensor | None = None, beam: int | None = None,
-           prefix: str = "", progress: bool = False) -> list[Rendered]:
-    """Generate one stream per entry of `settings` (or one beam search) and decode to audio."""
+           prefix: str = "", progress: bool = False, weights: str = "fp32") -> list[Rendered]:
+    """Generate one stream per entry of `settings` (or one beam search) and decode to audio;
+    weights: the fused step's weights (see generate)."""
     if beam:
         results = [beam_search(model, beam, n_samples, cond.build(model, 1), progress=progress)]
     else:
         results = generate(model, settings, n_samples, cond.build(model, len(settings)),
-                           prime=None if prime is None else prime[None], seed=seed, progress=progress)
+                           prime=None if prime is None else prime[None], seed=seed, progress=progress,
+                           weights=weights)
     out, seen = [], {}
     for r in results:
         wave = mu_law_decode(torch.from_numpy(r.codes)).numpy()
