@@ -97,6 +97,7 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, we
     if prime is not None:
         prime = prime.to(dev).long().expand(B, -1)
     cache = GenerationCache(model, B, cond)
+    fused = fused_loop(cache, dec, model.cfg.dilations, weights)   # the C++ chunk loop, where it applies
     codes = torch.empty(n_samples, B, dtype=torch.long, device=dev)
     logs = {k: torch.empty(n_samples, B) for k in ("nll", "ent", "var", "snll")}   # host
     lg = torch.empty(chunk, B, N_CODES, device=dev)
@@ -107,7 +108,6 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, we
     lg_rows = list(lg.unbind(0))            # per-step row views: made once, not sliced per step
     prime_rows = (prime.t().contiguous() if prime is not None
                   else torch.zeros(0, B, dtype=torch.long, device=dev))
-    fused = fused_loop(cache, dec, model.cfg.dilations, weights)   # the C++ chunk loop, where it applies
     run_steps = scripted_run_steps() if fused is None else None
     miro = MirostatState(dec) if dec.any_mirostat else None
     mu_rows = torch.full((chunk, B), float("inf"), device=dev) if miro else None   # mu per step
