@@ -136,17 +136,22 @@ def width16_model(seed):
                                head_channels=32)).eval()
 
 
-def test_bf16_packing_holds_the_rounded_weights():
+def test_weights_pack_into_panels_of_16_columns():
+    """fp32: (..., K, N) -> (..., N/16, K, 16), zero-padded; bf16: the rounded weights in pairs."""
+    w = torch.randn(3, 5, 20)
+    p = cstep.pack_weights(w)                                             # (3, 2, 5, 16)
+    assert p.shape == (3, 2, 5, 16)
+    flat = p.transpose(-3, -2).reshape(3, 5, 32)
+    assert torch.equal(flat[..., :20], w) and not flat[..., 20:].any()
     w = torch.randn(3, 5, 48)
-    words = cstep.pack_bf16(w).long() & 0xFFFFFFFF                       # (3, 5, 24)
-    blocks = words.view(3, 5, 3, 8)
-    lo, hi = blocks & 0xFFFF, blocks >> 16
-    bits = torch.cat([lo, hi], -1).reshape(3, 5, 48)                      # columns j, then j + 8
-    bits = bits << 16
+    words = cstep.pack_weights(w, bf16=True).long() & 0xFFFFFFFF          # (3, 3, 5, 8)
+    assert words.shape == (3, 3, 5, 8)
+    bits = torch.cat([words & 0xFFFF, words >> 16], -1)                   # columns j, then j + 8
+    bits = bits.transpose(-3, -2).reshape(3, 5, 48) << 16
     unpacked = torch.where(bits >= 2**31, bits - 2**32, bits).to(torch.int32).view(torch.float32)
     assert torch.equal(unpacked, w.to(torch.bfloat16).float())
     with pytest.raises(ValueError, match="multiples of 16"):
-        cstep.pack_bf16(torch.randn(4, 24))
+        cstep.pack_weights(torch.randn(4, 24), bf16=True)
 
 
 def test_bf16_step_equals_the_parallel_pass_of_the_rounded_model():

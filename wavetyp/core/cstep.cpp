@@ -23,14 +23,21 @@ typedef float v8 __attribute__((vector_size(32)));
 static inline v8 load8(const float* p) { v8 v; std::memcpy(&v, p, sizeof(v)); return v; }
 static inline void store8(float* p, v8 v) { std::memcpy(p, &v, sizeof(v)); }
 
-// Weights are float, or bf16 packed in pairs ("bf16" steps): per row, each block of 16 columns
-// is 8 32-bit words, word j holding column j in its low half and column j + 8 in its high half,
-// so that one load, a shift and a mask give both 8-column halves as floats.
+// A weight matrix W (K, N) is stored in panels of 16 columns, panel after panel, each (K, 16)
+// row-major, so that every tile streams its weights sequentially (the last panel zero-padded
+// when N is not a multiple of 16): cstep.pack_weights. Weights are float, or bf16 packed in
+// pairs ("bf16" steps): in a panel's row, word j holds column j in its low half and column j + 8
+// in its high half, so that one load, a shift and a mask give both 8-column halves as floats.
 typedef uint32_t u8v __attribute__((vector_size(32)));
 template <typename WT> struct Per { static constexpr int64_t word = 1; };
 template <> struct Per<uint32_t> { static constexpr int64_t word = 2; };
+
+static inline int64_t pad16(int64_t n) { return (n + 15) / 16 * 16; }
+// the weights of columns [n16, n16 + 16) of row k, n16 a multiple of 16
 template <typename WT>
-static inline const WT* wat(const WT* W, int64_t off) { return W + off / Per<WT>::word; }
+static inline const WT* wat(const WT* W, int64_t K, int64_t k, int64_t n16) {
+  return W + (n16 * K + k * 16) / Per<WT>::word;
+}
 
 static inline void load16(const float* w, v8& lo, v8& hi) { lo = load8(w); hi = load8(w + 8); }
 static inline void load16(const uint32_t* w, v8& lo, v8& hi) {
@@ -42,19 +49,20 @@ static inline void load16(const uint32_t* w, v8& lo, v8& hi) {
   std::memcpy(&hi, &b, sizeof(hi));
 }
 
-// out[b, n] += sum_k in[b, k] W[k, n] for BT rows b and the 8*NV columns from n0.
+// out[b, n] += sum_k in[b, k] W[k, n] for BT rows b and the 8*NV columns from n0 (NV even, or
+// NV = 1 for float weights' last 8 columns).
 template <int BT, int NV, typename WT>
-static inline void tile(const float* in, int64_t ldi, int64_t K, const WT* W, int64_t N,
+static inline void tile(const float* in, int64_t ldi, int64_t K, const WT* W,
                         float* out, int64_t ldo, int64_t n0) {
   v8 acc[BT][NV];
   for (int b = 0; b < BT; ++b)
     for (int v = 0; v < NV; ++v) acc[b][v] = load8(out + b * ldo + n0 + 8 * v);
   for (int64_t k = 0; k < K; ++k) {
     v8 wv[NV];
-    if (NV == 1)
-      wv[0] = load8(reinterpret_cast<const float*>(W) + k * N + n0);   // float weights only
+    if (NV == 1)   // float weights only: the 8 columns from n0 within their panel
+      wv[0] = load8(reinterpret_cast<const float*>(W) + (n0 / 16 * 16) * K + k * 16 + n0 % 16);
     else
-      for (int v = 0; v + 1 < NV; v += 2) load16(wat(W, k * N + n0 + 8 * v), wv[v], wv[v + 1]);
+      for (int v = 0; v + 1 < NV; v += 2) load16(wat(W, K, k, n0 + 8 * v), wv[v], wv[v + 1]);
     for (int b = 0; b < BT; ++b) {
       const v8 x = v8{} + in[b * ldi + k];
       for (int v = 0; v < NV; ++v) acc[b][v] += x * wv[v];
@@ -68,20 +76,20 @@ template <int BT, int NV, typename WT>
 static void rows(const float* in, int64_t ldi, int64_t K, const WT* W, int64_t N,
                  float* out, int64_t ldo) {
   int64_t n = 0;
-  for (; n + 8 * NV <= N; n += 8 * NV) tile<BT, NV>(in, ldi, K, W, N, out, ldo, n);
-  for (; n + 16 <= N; n += 16) tile<BT, 2>(in, ldi, K, W, N, out, ldo, n);
+  for (; n + 8 * NV <= N; n += 8 * NV) tile<BT, NV>(in, ldi, K, W, out, ldo, n);
+  for (; n + 16 <= N; n += 16) tile<BT, 2>(in, ldi, K, W, out, ldo, n);
   if (Per<WT>::word != 1) return;      // packed widths are multiples of 16 (cstep.py checks)
   const float* Wf = reinterpret_cast<const float*>(W);
-  for (; n + 8 <= N; n += 8) tile<BT, 1>(in, ldi, K, Wf, N, out, ldo, n);
+  for (; n + 8 <= N; n += 8) tile<BT, 1>(in, ldi, K, Wf, out, ldo, n);
   for (; n < N; ++n)
     for (int b = 0; b < BT; ++b) {
       float s = out[b * ldo + n];
-      for (int64_t k = 0; k < K; ++k) s += in[b * ldi + k] * Wf[k * N + n];
+      for (int64_t k = 0; k < K; ++k) s += in[b * ldi + k] * Wf[(n / 16 * 16) * K + k * 16 + n % 16];
       out[b * ldo + n] = s;
     }
 }
 
-// out (B, N; row stride ldo) += in (B, K; row stride ldi) @ W (K, N; row-major).
+// out (B, N; row stride ldo) += in (B, K; row stride ldi) @ W (K, N; in panels).
 template <typename WT>
 static void gemm_acc(const float* in, int64_t ldi, int64_t B, int64_t K, const WT* W, int64_t N,
                      float* out, int64_t ldo) {
@@ -213,7 +221,8 @@ struct Chunk {
 template <typename WT>
 static void run_loop(const Chunk& c, const WT* wz, const WT* wrs, const WT* wh1, const WT* wh2) {
   const int64_t L = c.L, P = c.P, B = c.B, R = c.R, G = c.G, G2 = c.G2, k = c.k, RS = c.RS;
-  const int64_t S = c.S, H = c.H, V = c.V, kR = k * R, nb = L * B * G2;
+  const int64_t S = c.S, H = c.H, V = c.V, nb = L * B * G2;
+  const int64_t wz_tap = R * pad16(G2) / Per<WT>::word, wrs_layer = G * pad16(RS) / Per<WT>::word;
   std::vector<float> mbias(c.F ? nb : 0), hs(B * RS), z(B * G2), a(B * G), h1(B * H);
   std::vector<float> row(V), prob(V);
   std::vector<int64_t> order(V);
@@ -229,12 +238,12 @@ static void run_loop(const Chunk& c, const WT* wz, const WT* wrs, const WT* wh1,
       float* slot = c.buf + (l * P + p) * B * R;   // this layer's input at time t
       for (int64_t b = 0; b < B; ++b) std::memcpy(slot + b * R, &hs[b * RS], R * sizeof(float));
       std::memcpy(z.data(), bz + l * B * G2, B * G2 * sizeof(float));
-      const int64_t w = l * kR * G2;
+      const WT* w = wz + l * k * wz_tap;  // (R, 2G) blocks: lag 1 .. k-1, then the current tap
       for (int64_t m = 1; m < k; ++m) {   // past taps x_{t - m d}, straight from the ring buffer
         const int64_t q = (t - m * c.dil[l]) & (P - 1);
-        gemm_acc(c.buf + (l * P + q) * B * R, R, B, R, wat(wz, w + (m - 1) * R * G2), G2, z.data(), G2);
+        gemm_acc(c.buf + (l * P + q) * B * R, R, B, R, w + (m - 1) * wz_tap, G2, z.data(), G2);
       }
-      gemm_acc(hs.data(), RS, B, R, wat(wz, w + (k - 1) * R * G2), G2, z.data(), G2);
+      gemm_acc(hs.data(), RS, B, R, w + (k - 1) * wz_tap, G2, z.data(), G2);
       tanh_inplace(z.data(), B * G2);
       for (int64_t b = 0; b < B; ++b)      // tanh * (1 + tanh): the sigmoid's 1/2 is in wrs
         for (int64_t g = 0; g < G; ++g) {
@@ -244,7 +253,7 @@ static void run_loop(const Chunk& c, const WT* wz, const WT* wrs, const WT* wh1,
       const float* br = c.brs + l * RS;    // [h | skip] += [res | skip] bias + a W_rs
       for (int64_t b = 0; b < B; ++b)
         for (int64_t j = 0; j < RS; ++j) hs[b * RS + j] += br[j];
-      gemm_acc(a.data(), G, B, G, wat(wrs, l * G * RS), RS, hs.data(), RS);
+      gemm_acc(a.data(), G, B, G, wrs + l * wrs_layer, RS, hs.data(), RS);
     }
     for (int64_t b = 0; b < B; ++b) {     // head: relu, linear, relu, linear
       float* s = &hs[b * RS + R];
@@ -267,13 +276,14 @@ static void run_loop(const Chunk& c, const WT* wz, const WT* wrs, const WT* wh1,
   }
 }
 
-// Steps t0 .. t1-1 (see the header). Shapes: buf (L, P, B, R); wz (L, k R, 2G), rows of lag 1 ..
-// k-1 then the current tap; bias (L, B, 2G); frames (F, L, B, 2G) or empty; embed (V, R);
-// wrs (L, G, R+S); brs (L, R+S); wh1 (S, H); bh1 (H); wh2 (H, V); bh2 (V); dil (L) int64;
+// Steps t0 .. t1-1 (see the header). Shapes: buf (L, P, B, R); wz (L, k, ...) the (R, 2G) blocks
+// of lag 1 .. k-1 then the current tap; bias (L, B, 2G); frames (F, L, B, 2G) or empty;
+// embed (V, R); wrs (L, ...) the (G, R+S) blocks; brs (L, R+S); wh1 (S, H); bh1 (H); wh2 (H, V);
+// bh2 (V); every weight matrix in panels (see wat); dil (L) int64;
 // x (B) int64, the code fed first, overwritten by the last one; logits (>= t1-t0, B, V);
 // codes (t1-t0, B) int64; noise (t1-t0, B, V); inv_tau (B); prime (n_prime, B) int64;
 // top_k (B) int64, V where off; top_p (B) float, 1 where off. The four weight matrices are
-// float32, or all int32 words of packed bf16 pairs (last dimension halved).
+// float32, or all int32 words of packed bf16 pairs.
 void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::Tensor frames,
                torch::Tensor embed, torch::Tensor wrs, torch::Tensor brs, torch::Tensor wh1,
                torch::Tensor bh1, torch::Tensor wh2, torch::Tensor bh2, torch::Tensor dil,
@@ -283,7 +293,6 @@ void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::T
   const auto F32 = torch::kFloat32, I64 = torch::kInt64;
   const bool packed = wz.scalar_type() == torch::kInt32;
   const auto WT = packed ? torch::kInt32 : F32;
-  const int64_t pk = packed ? 2 : 1;
   check(buf, F32, "buf"); check(wz, WT, "wz"); check(bias, F32, "bias"); check(frames, F32, "frames");
   check(embed, F32, "embed"); check(wrs, WT, "wrs"); check(brs, F32, "brs"); check(wh1, WT, "wh1");
   check(bh1, F32, "bh1"); check(wh2, WT, "wh2"); check(bh2, F32, "bh2"); check(dil, I64, "dil");
@@ -292,17 +301,19 @@ void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::T
   check(top_k, I64, "top_k"); check(top_p, F32, "top_p");
   Chunk c;
   c.L = buf.size(0); c.P = buf.size(1); c.B = buf.size(2); c.R = buf.size(3);
-  c.G2 = wz.size(2) * pk; c.G = c.G2 / 2; c.k = wz.size(1) / c.R;
-  c.RS = wrs.size(2) * pk; c.S = c.RS - c.R; c.H = wh1.size(1) * pk; c.V = wh2.size(1) * pk;
+  c.G2 = bias.size(2); c.G = c.G2 / 2; c.RS = brs.size(1); c.S = c.RS - c.R;
+  c.H = bh1.numel(); c.V = bh2.numel(); c.k = wz.size(1);
   c.t0 = t0; c.t1 = t1; c.hop = hop; c.n_prime = n_prime;
   c.F = frames.numel() > 0 ? frames.size(0) : 0;
-  const int64_t n = t1 - t0, B = c.B, V = c.V;
-  TORCH_CHECK((c.P & (c.P - 1)) == 0 && wz.size(1) == c.k * c.R && wrs.size(1) == c.G
-              && embed.size(1) == c.R && wh1.size(0) == c.S && x.numel() == B && logits.size(0) >= n
-              && codes.numel() == n * B && noise.numel() == n * B * V && inv_tau.numel() == B
-              && dil.numel() == c.L && prime.numel() >= n_prime * B && top_k.numel() == B
-              && top_p.numel() == B && (!packed || (c.G2 % 16 == 0 && c.RS % 16 == 0
-              && c.H % 16 == 0 && V % 16 == 0)), "run_chunk: inconsistent shapes");
+  const int64_t n = t1 - t0, B = c.B, V = c.V, L = c.L, pk = packed ? 2 : 1;
+  TORCH_CHECK((c.P & (c.P - 1)) == 0 && embed.size(1) == c.R && x.numel() == B
+              && logits.size(0) >= n && codes.numel() == n * B && noise.numel() == n * B * V
+              && inv_tau.numel() == B && dil.numel() == L && prime.numel() >= n_prime * B
+              && top_k.numel() == B && top_p.numel() == B
+              && wz.numel() * pk == L * c.k * c.R * pad16(c.G2) && wrs.numel() * pk == L * c.G * pad16(c.RS)
+              && wh1.numel() * pk == c.S * pad16(c.H) && wh2.numel() * pk == c.H * pad16(V)
+              && (!packed || (c.G2 % 16 == 0 && c.RS % 16 == 0 && c.H % 16 == 0 && V % 16 == 0)),
+              "run_chunk: inconsistent shapes");
   c.buf = buf.data_ptr<float>(); c.logits = logits.data_ptr<float>();
   c.bias = bias.data_ptr<float>(); c.frames = frames.data_ptr<float>(); c.embed = embed.data_ptr<float>();
   c.brs = brs.data_ptr<float>(); c.bh1 = bh1.data_ptr<float>(); c.bh2 = bh2.data_ptr<float>();

@@ -85,24 +85,31 @@ def applies(cache: GenerationCache, dec: DecodeBatch) -> bool:
 WEIGHTS = ("fp32", "bf16")   # the step's weight matrices: float32, or rounded to bfloat16
 
 
-def pack_bf16(w: torch.Tensor) -> torch.Tensor:
-    """(..., N) float -> (..., N/2) int32 words of bfloat16 pairs, as cstep.cpp reads them: in
-    each block of 16 columns, word j holds column j (low half) and column j + 8 (high half)."""
-    n = w.shape[-1]
-    if n % 16:
-        raise ValueError(f"bf16 step weights need widths that are multiples of 16, got {n}")
+def pack_weights(w: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+    """(..., K, N) float -> the panel layout cstep.cpp reads: (..., N/16, K, 16) float32, N
+    zero-padded to a multiple of 16 (every tile then streams its weights in order); or, bf16,
+    (..., N/16, K, 8) int32 words of bfloat16 pairs: word j holds column j (low half) and column
+    j + 8 (high half) of its panel."""
+    *lead, K, N = w.shape
+    if bf16 and N % 16:
+        raise ValueError(f"bf16 step weights need widths that are multiples of 16, got {N}")
+    n16 = -(-N // 16) * 16
+    w = torch.nn.functional.pad(w, (0, n16 - N))
+    if not bf16:
+        return w.reshape(*lead, K, n16 // 16, 16).transpose(-3, -2).contiguous()
     h = w.to(torch.bfloat16).view(torch.int16).long() & 0xFFFF                 # round to nearest even
-    h = h.reshape(*w.shape[:-1], n // 16, 2, 8)
-    words = h[..., 0, :] | (h[..., 1, :] << 16)
-    words = torch.where(words >= 2**31, words - 2**32, words)                  # as int32 bits
-    return words.reshape(*w.shape[:-1], n // 2).to(torch.int32).contiguous()
+    h = h.reshape(*lead, K, n16 // 16, 2, 8)
+    words = h[..., 0, :] | (h[..., 1, :] << 16)                                # (..., K, N/16, 8)
+    words = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)   # as int32 bits
+    return words.transpose(-3, -2).contiguous()
 
 
 class FusedLoop:
     """`run_steps` for one GenerationCache: the cache's buffers and folded weights, repacked
     once into the layouts cstep.cpp reads (the ring buffer itself is shared, not copied).
-    weights="bf16" rounds the four weight matrices (not biases, embedding or conditioning) to
-    bfloat16, half the bytes each step streams; the arithmetic stays float32."""
+    Weight matrices go in panels of 16 columns (pack_weights); weights="bf16" rounds the four
+    of them (not biases, embedding or conditioning) to bfloat16, half the bytes each step
+    streams; the arithmetic stays float32."""
 
     def __init__(self, cache: GenerationCache, dec: DecodeBatch, dilations: list[int],
                  weights: str = "fp32"):
@@ -113,13 +120,15 @@ class FusedLoop:
         self.ext = extension()
         self.s = s
         self.buf = cache.buf
-        self.wz = torch.cat([s.w_past, torch.stack([lay[2] for lay in s.layers])], 1).contiguous()
+        R = cache.R
+        wz = torch.cat([s.w_past, torch.stack([lay[2] for lay in s.layers])], 1)   # (L, kR, 2G)
+        wz = wz.view(L, -1, R, 2 * G)                                          # (L, k, R, 2G)
         w_res = torch.stack([lay[5] for lay in s.layers])                      # (L, G+1, R)
         w_rs = torch.cat([w_res, s.w_skip.view(L, G + 1, -1)], 2)              # (L, G+1, R+S)
-        self.wrs, self.brs = w_rs[:, :G].contiguous(), w_rs[:, G].contiguous()
-        self.wh1, self.wh2 = s.w_h1, s.w_h2
-        if weights == "bf16":
-            self.wz, self.wrs, self.wh1, self.wh2 = map(pack_bf16, (self.wz, self.wrs, self.wh1, self.wh2))
+        self.brs = w_rs[:, G].contiguous()
+        bf16 = weights == "bf16"
+        self.wz, self.wrs, self.wh1, self.wh2 = (pack_weights(w, bf16) for w in
+                                                 (wz, w_rs[:, :G], s.w_h1, s.w_h2))
         self.bh1, self.bh2 = s.b_h1[0].contiguous(), s.b_h2[0].contiguous()
         self.dil = torch.tensor(dilations, dtype=torch.long)
         self.inv_tau = dec.inv_tau.reshape(-1).float().contiguous()
