@@ -63,6 +63,19 @@ def _gumbel(shape, generator, device) -> torch.Tensor:
     return -torch.log(-torch.log(u))
 
 
+def _log_chunk(logs, lg, codes, c0, c1, B, P, dec, mu):
+    """The vectorized bookkeeping of a chunk: stats of the untempered distribution, and the
+    NLL under the processed one (mu: mirostat's cut per step, or None)."""
+    chunk_logits, chunk_codes = lg[: c1 - c0], codes[c0:c1]
+    nll, ent, var = step_stats(chunk_logits, chunk_codes)
+    snll = chosen_nll_bits(process_logits(chunk_logits.reshape(-1, N_CODES), dec.repeat(c1 - c0), mu),
+                           chunk_codes.reshape(-1)).view(c1 - c0, B)
+    for key, val in (("nll", nll), ("ent", ent), ("var", var), ("snll", snll)):
+        logs[key][c0:c1] = val.cpu()
+    if P > c0:  # teacher-forced steps were not sampled
+        logs["snll"][c0:min(P, c1)] = float("nan")
+
+
 def generate(model: WaveNet, settings: list[DecodeSettings], n_samples: int,
              cond: Conditioning | None = None, prime: torch.Tensor | None = None,
              seed: int = 0, progress: bool = False, chunk: int = CHUNK,
@@ -114,12 +127,15 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, we
     for c0 in range(0, n_samples, chunk):
         c1 = min(n_samples, c0 + chunk)
         noise = _gumbel((c1 - c0, B, N_CODES), gen, dev) * dec.noise
-        noise_rows = list(noise.unbind(0))
-        code_rows = list(codes[c0:c1].unbind(0))  # per chunk: never one view per sample of the run
         if fused is not None:   # temperature / greedy / top-k / top-p: the chunk in one C++ call
             x = fused(c0, c1, x, lg, codes[c0:c1], noise, prime_rows, P)
             cache.t = c1
-        elif fast:   # the same in one TorchScript call
+            bar.update((c1 - c0) * B)
+            _log_chunk(logs, lg, codes, c0, c1, B, P, dec, None)
+            continue
+        noise_rows = list(noise.unbind(0))
+        code_rows = list(codes[c0:c1].unbind(0))  # per chunk: never one view per sample of the run
+        if fast:   # the same in one TorchScript call
             x = run_steps(cache.state, c0, c1, x, lg_rows, code_rows, noise_rows, dec.inv_tau, score,
                           prime_rows, P)
             cache.t = c1
@@ -137,16 +153,8 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, we
                 torch.argmax(process_logits(out, dec, mu) + noise_rows[t - c0], dim=-1, out=x)
                 if miro:
                     miro.update(out, x)
-        # vectorized bookkeeping for the chunk: stats of the untempered distribution
-        chunk_logits, chunk_codes = lg[: c1 - c0], codes[c0:c1]
-        nll, ent, var = step_stats(chunk_logits, chunk_codes)
         mu = mu_rows[: c1 - c0].reshape(-1) if miro else None
-        snll = chosen_nll_bits(process_logits(chunk_logits.reshape(-1, N_CODES), dec.repeat(c1 - c0), mu),
-                               chunk_codes.reshape(-1)).view(c1 - c0, B)
-        for key, val in (("nll", nll), ("ent", ent), ("var", var), ("snll", snll)):
-            logs[key][c0:c1] = val.cpu()
-        if P > c0:  # teacher-forced steps were not sampled
-            logs["snll"][c0:min(P, c1)] = float("nan")
+        _log_chunk(logs, lg, codes, c0, c1, B, P, dec, mu)
         bar.update((c1 - c0) * B)
     bar.close()
     codes = codes.cpu()
