@@ -184,3 +184,19 @@ def test_bf16_weights_need_the_fused_step(monkeypatch):
     monkeypatch.setenv("WAVETYP_CSTEP", "0")
     with pytest.raises(ValueError, match="off or unavailable"):
         generate(model, [DecodeSettings(1.0)], 10, weights="bf16")
+
+
+def test_a_failed_build_says_so_in_one_line_and_falls_back(tiny_model, monkeypatch, capsys):
+    import torch.utils.cpp_extension as cpp
+
+    def no_compiler(**kw):
+        raise RuntimeError("Error building extension: c++: command not found\nmore")
+    monkeypatch.setattr(cstep, "_EXT", None)
+    monkeypatch.setattr(cpp, "load", no_compiler)
+    monkeypatch.setattr(cstep, "_built", lambda name: True)
+    r = generate(tiny_model, [DecodeSettings(0.7)], 50, seed=0)[0]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("note: fused C++ sampling step unavailable (RuntimeError")
+    assert cstep.extension() is None and capsys.readouterr().err == ""      # said once
+    monkeypatch.setenv("WAVETYP_CSTEP", "0")
+    assert np.array_equal(r.codes, generate(tiny_model, [DecodeSettings(0.7)], 50, seed=0)[0].codes)

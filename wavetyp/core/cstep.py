@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import warnings
 from pathlib import Path
 
@@ -48,6 +49,15 @@ def build_name() -> str:
     return f"wavetyp_cstep_{'avx2' if isa_flags() else 'generic'}_{digest}"
 
 
+def _built(name: str) -> bool:
+    """Is this build in torch's extension cache already? (True when that cannot be told.)"""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+        return any(Path(_get_build_directory(name, verbose=False)).glob(f"{name}*.so"))
+    except Exception:                       # noqa: BLE001 - a private helper: stay quiet
+        return True
+
+
 def extension():
     """The compiled module, or None (build failed or no compiler: said once per process)."""
     global _EXT
@@ -58,13 +68,17 @@ def extension():
         try:
             log.setLevel(logging.ERROR)
             from torch.utils.cpp_extension import load
+            if not _built(build_name()):
+                print("note: compiling the fused C++ sampling step (once per machine; a minute or "
+                      "two; cached under ~/.cache/torch_extensions)", file=sys.stderr, flush=True)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 _EXT = load(name=build_name(), sources=[str(SOURCE)],
                             extra_cflags=["-O3", *isa_flags()], verbose=False)
         except Exception as err:            # noqa: BLE001 - any failure: the TorchScript loop
             print(f"note: fused C++ sampling step unavailable ({type(err).__name__}: "
-                  f"{str(err).splitlines()[0][:120] if str(err) else ''}); using the TorchScript loop")
+                  f"{str(err).splitlines()[0][:120] if str(err) else ''}); using the TorchScript loop",
+                  file=sys.stderr)
         finally:
             log.setLevel(level)
     return _EXT or None
