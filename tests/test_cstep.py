@@ -94,17 +94,23 @@ def test_fused_codes_equal_at_the_shipped_width(monkeypatch):
     assert all(np.array_equal(a.codes, b.codes) for a, b in zip(fused, plain))
 
 
-def test_top_k_and_top_p_codes_equal_the_warper_loop(tiny_model, monkeypatch):
-    """Top-k, top-p, both, and plain streams side by side: the codes of the Python warper loop
-    (decoding.process_logits each step), and its sampled-distribution NLL."""
+def test_filtered_codes_equal_the_warper_loop(tiny_model, monkeypatch):
+    """Top-k, top-p, typical-p, combinations, and plain streams side by side: the codes of the
+    Python warper loop (decoding.process_logits each step), and its sampled-distribution NLL.
+    That NLL is recomputed from each loop's logits after the chunk, and the two loops' logits
+    differ by float rounding (~1e-6), which moves a filter's cut where a code sits on its
+    boundary to that precision: here 1 step of 5,400 (typical-p 0.5, 0.013 bits), so the
+    assertion allows 1 % of the steps."""
     settings = [DecodeSettings(0.8, top_k=5), DecodeSettings(1.0, top_p=0.8),
                 DecodeSettings(1.2, top_k=20, top_p=0.6), DecodeSettings(0.0, top_k=3),
-                DecodeSettings(0.9), DecodeSettings(1.0, top_k=1)]
+                DecodeSettings(0.9), DecodeSettings(1.0, top_k=1), DecodeSettings(1.0, typical_p=0.9),
+                DecodeSettings(1.3, typical_p=0.5), DecodeSettings(1.1, top_k=30, top_p=0.95, typical_p=0.8)]
     cond = Conditioning(digit=torch.arange(len(settings)) % 10)
     fused, plain = generate_both(tiny_model, settings, 600, monkeypatch, cond=cond, seed=2)
     for a, b in zip(fused, plain):
         assert np.array_equal(a.codes, b.codes), a.settings.name
-        assert np.allclose(a.sampled_nll_bits, b.sampled_nll_bits, atol=1e-3)
+        assert np.allclose(a.nll_bits, b.nll_bits, atol=1e-4)
+        assert np.mean(np.abs(a.sampled_nll_bits - b.sampled_nll_bits) > 1e-3) <= 0.01, a.settings.name
     assert len(set(fused[1].codes.tolist())) > 1
 
 
@@ -112,8 +118,8 @@ def test_switch_and_other_filters_fall_back(tiny_model, monkeypatch):
     cache = GenerationCache(tiny_model, 1)
     temp = encode_settings([DecodeSettings(0.7)])
     assert cstep.applies(cache, temp)
-    assert cstep.applies(cache, encode_settings([DecodeSettings(0.7, top_k=9, top_p=0.9)]))
-    for other in (dict(typical_p=0.9), dict(min_p=0.1), dict(epsilon_cutoff=0.01), dict(eta_cutoff=0.01),
+    assert cstep.applies(cache, encode_settings([DecodeSettings(0.7, top_k=9, top_p=0.9, typical_p=0.9)]))
+    for other in (dict(min_p=0.1), dict(epsilon_cutoff=0.01), dict(eta_cutoff=0.01),
                   dict(mirostat_tau=3.0)):
         assert not cstep.applies(cache, encode_settings([DecodeSettings(0.7), DecodeSettings(1.0, **other)]))
     monkeypatch.setenv("WAVETYP_CSTEP", "0")
@@ -177,8 +183,8 @@ def test_bf16_weights_need_the_fused_step(monkeypatch):
     model = width16_model(6)
     r = generate(model, [DecodeSettings(0.7), DecodeSettings(0.9, top_p=0.9)], 200, seed=0, weights="bf16")
     assert all(len(x.codes) == 200 for x in r)
-    with pytest.raises(ValueError, match="typical-p"):
-        generate(model, [DecodeSettings(1.0, typical_p=0.9)], 10, weights="bf16")
+    with pytest.raises(ValueError, match="min-p"):
+        generate(model, [DecodeSettings(1.0, min_p=0.1)], 10, weights="bf16")
     with pytest.raises(ValueError, match="multiples of 16"):
         generate(WaveNet(tiny_config(gate_channels=12)).eval(), [DecodeSettings(1.0)], 10, weights="bf16")
     monkeypatch.setenv("WAVETYP_CSTEP", "0")

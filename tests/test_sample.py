@@ -147,7 +147,7 @@ def test_fsdd_names_resolve_wherever_fsdd_is(tmp_path, monkeypatch):
     (["--speaker", "zed"], "unknown speaker"),
     (["--mel-from", "/nonexistent.wav"], "no such file"),
     (["--beam", "2", "--step-weights", "bf16"], "--step-weights applies to sampling"),
-    (["--typical-p", "0.9", "--step-weights", "bf16"], "need the fused C++ step"),
+    (["--min-p", "0.1", "--step-weights", "bf16"], "need the fused C++ step"),
 ])
 def test_bad_arguments_give_one_line_errors(tiny_ckpt, tmp_path, capsys, args, msg):
     assert run_sample(tiny_ckpt, tmp_path / "x", *args) == 2

@@ -4,8 +4,8 @@
 // GenerationCache (cache.py), with the same folded weights (sigmoid(z) = (1 + tanh(z/2)) / 2,
 // the 1/2s folded into the gate input and the res/skip weights) and the same bookkeeping as
 // fastloop.run_steps: logits written per step, code = argmax(logits * inv_tau + noise) or the
-// prime code, the ring buffer updated in place; top-k and top-p filter the tempered logits first
-// as decoding.process_logits does. Every product is a small matrix product over the
+// prime code, the ring buffer updated in place; top-k, top-p and typical-p filter the tempered
+// logits first as decoding.process_logits does. Every product is a small matrix product over the
 // B streams (`gemm_acc`), written with GCC vector extensions so that it compiles to AVX2/FMA
 // (or SSE) without intrinsics; tanh is a rational approximation (a few float ulps).
 #include <torch/extension.h>
@@ -152,41 +152,74 @@ static void __attribute__((noinline)) scale_row(const float* o, float it, int64_
 static inline float add_noise(float a, float b) { return a + b; }
 #pragma GCC pop_options
 
-// Top-k then top-p over one row of tempered logits (in place: dropped codes become -inf), in
-// the order and arithmetic of decoding.apply_top_k / apply_top_p: the k-th largest value is the
-// cut (ties stay); the nucleus drops the codes whose probability mass strictly before them, in
-// descending order, reaches p (softmax in float, cumulative sum in double, as torch's CPU kernels).
-static void truncate_row(float* s, int64_t V, int64_t k, float p, std::vector<int64_t>& order,
-                         std::vector<float>& prob) {
-  const float inf = std::numeric_limits<float>::infinity();
-  if (k < V) {
-    std::vector<float> tmp(s, s + V);
-    std::nth_element(tmp.begin(), tmp.begin() + (k - 1), tmp.end(), std::greater<float>());
-    const float kth = tmp[k - 1];
-    for (int64_t c = 0; c < V; ++c) if (s[c] < kth) s[c] = -inf;
-  }
-  if (p < 1.0f) {
-    for (int64_t c = 0; c < V; ++c) order[c] = c;
-    std::sort(order.begin(), order.end(), [s](int64_t a, int64_t b) { return s[a] > s[b]; });
-    const float top = s[order[0]];
-    float sum = 0.0f;
-    for (int64_t j = 0; j < V; ++j) { prob[j] = std::exp(s[order[j]] - top); sum += prob[j]; }
-    const float inv = 1.0f / sum;
-    double cum = 0.0;
-    for (int64_t j = 0; j < V; ++j) {
-      const float pj = prob[j] * inv;
-      cum += pj;
-      if ((float)cum - pj >= p) s[order[j]] = -inf;
-    }
+// One stream's filters (decoding.DecodeBatch: V / 1 / 1 where off) and per-row scratch.
+struct Filters { int64_t k; float p, typical; };
+struct Scratch {
+  std::vector<float> row, prob, dist, pc;   // filtered logits; probabilities in order; |.|; by code
+  std::vector<int64_t> order;
+  explicit Scratch(int64_t V) : row(V), prob(V), dist(V), pc(V), order(V) {}
+};
+
+// Drop (set to -inf) the codes after the running mass strictly before them reaches p, in the
+// order given; the mass is summed in double and rounded, as torch's CPU cumsum does.
+static void cut_mass(float* s, const std::vector<int64_t>& order, const float* prob, float p) {
+  double cum = 0.0;
+  for (size_t j = 0; j < order.size(); ++j) {
+    const float pj = prob[j];
+    cum += pj;
+    if ((float)cum - pj >= p) s[order[j]] = -std::numeric_limits<float>::infinity();
   }
 }
 
-// argmax over c of (noise[c] + logits[c] * inv_tau); with truncation, the tempered logits are
+// Top-k, top-p, then typical-p over one row of tempered logits (in place: dropped codes become
+// -inf), in the order and arithmetic of decoding.apply_top_k / apply_top_p / apply_typical_p:
+// the k-th largest value is the cut (ties stay); the nucleus keeps the most likely codes until
+// the mass before them reaches p; typical-p does the same in order of |surprisal - entropy|.
+// Float softmax and sums, so a boundary can differ from torch's where the mass ties to rounding.
+static void truncate_row(float* s, int64_t V, const Filters& f, Scratch& w) {
+  const float inf = std::numeric_limits<float>::infinity();
+  if (f.k < V) {
+    std::vector<float> tmp(s, s + V);
+    std::nth_element(tmp.begin(), tmp.begin() + (f.k - 1), tmp.end(), std::greater<float>());
+    const float kth = tmp[f.k - 1];
+    for (int64_t c = 0; c < V; ++c) if (s[c] < kth) s[c] = -inf;
+  }
+  if (f.p < 1.0f) {
+    for (int64_t c = 0; c < V; ++c) w.order[c] = c;
+    std::sort(w.order.begin(), w.order.end(), [s](int64_t a, int64_t b) { return s[a] > s[b]; });
+    const float top = s[w.order[0]];
+    float sum = 0.0f;
+    for (int64_t j = 0; j < V; ++j) { w.prob[j] = std::exp(s[w.order[j]] - top); sum += w.prob[j]; }
+    const float inv = 1.0f / sum;
+    for (int64_t j = 0; j < V; ++j) w.prob[j] *= inv;
+    cut_mass(s, w.order, w.prob.data(), f.p);
+  }
+  if (f.typical < 1.0f) {
+    float top = -inf, sum = 0.0f, ent = 0.0f;
+    for (int64_t c = 0; c < V; ++c) top = std::max(top, s[c]);
+    for (int64_t c = 0; c < V; ++c) sum += std::exp(s[c] - top);
+    const float lse = std::log(sum);
+    for (int64_t c = 0; c < V; ++c) {
+      const float lp = s[c] - top - lse, pc = std::exp(lp);
+      w.dist[c] = lp;
+      w.pc[c] = pc;
+      if (pc > 0.0f) ent += pc * lp;
+    }
+    ent = -ent;
+    for (int64_t c = 0; c < V; ++c) { w.dist[c] = std::abs(-w.dist[c] - ent); w.order[c] = c; }
+    const float* d = w.dist.data();
+    std::sort(w.order.begin(), w.order.end(), [d](int64_t a, int64_t b) { return d[a] < d[b]; });
+    for (int64_t j = 0; j < V; ++j) w.prob[j] = w.pc[w.order[j]];
+    cut_mass(s, w.order, w.prob.data(), f.typical);
+  }
+}
+
+// argmax over c of (noise[c] + logits[c] * inv_tau); with filters, the tempered logits are
 // rounded first and filtered (decoding.process_logits, then + noise, as the warper loop does).
-static int64_t choose(const float* o, const float* g, float it, int64_t V, int64_t k, float p,
-                      std::vector<float>& row, std::vector<int64_t>& order, std::vector<float>& prob) {
+static int64_t choose(const float* o, const float* g, float it, int64_t V, const Filters& f,
+                      Scratch& w) {
   int64_t best = 0;
-  if (k >= V && !(p < 1.0f)) {
+  if (f.k >= V && !(f.p < 1.0f) && !(f.typical < 1.0f)) {
     float top = g[0] + o[0] * it;
     for (int64_t c = 1; c < V; ++c) {
       const float sc = g[c] + o[c] * it;
@@ -194,8 +227,9 @@ static int64_t choose(const float* o, const float* g, float it, int64_t V, int64
     }
     return best;
   }
-  scale_row(o, it, V, row.data());
-  truncate_row(row.data(), V, k, p, order, prob);
+  float* row = w.row.data();
+  scale_row(o, it, V, row);
+  truncate_row(row, V, f, w);
   float top = add_noise(row[0], g[0]);
   for (int64_t c = 1; c < V; ++c) {
     const float sc = add_noise(row[c], g[c]);
@@ -213,7 +247,7 @@ static void check(const torch::Tensor& x, torch::ScalarType dt, const char* name
 struct Chunk {
   int64_t L, P, B, R, G, G2, k, RS, S, H, V, t0, t1, hop, F, n_prime;
   float *buf, *logits;
-  const float *bias, *frames, *embed, *brs, *bh1, *bh2, *noise, *inv_tau, *top_p;
+  const float *bias, *frames, *embed, *brs, *bh1, *bh2, *noise, *inv_tau, *top_p, *typical_p;
   const int64_t *dil, *prime, *top_k;
   int64_t *x, *codes;
 };
@@ -224,8 +258,7 @@ static void run_loop(const Chunk& c, const WT* wz, const WT* wrs, const WT* wh1,
   const int64_t S = c.S, H = c.H, V = c.V, nb = L * B * G2;
   const int64_t wz_tap = R * pad16(G2) / Per<WT>::word, wrs_layer = G * pad16(RS) / Per<WT>::word;
   std::vector<float> mbias(c.F ? nb : 0), hs(B * RS), z(B * G2), a(B * G), h1(B * H);
-  std::vector<float> row(V), prob(V);
-  std::vector<int64_t> order(V);
+  Scratch scratch(V);
   for (int64_t t = c.t0; t < c.t1; ++t) {
     const int64_t i = t - c.t0, p = t & (P - 1);
     const float* bz = c.bias;
@@ -269,8 +302,8 @@ static void run_loop(const Chunk& c, const WT* wz, const WT* wrs, const WT* wh1,
       if (t < c.n_prime)
         c.x[b] = c.prime[t * B + b];
       else
-        c.x[b] = choose(out + b * V, c.noise + (i * B + b) * V, c.inv_tau[b], V, c.top_k[b],
-                        c.top_p[b], row, order, prob);
+        c.x[b] = choose(out + b * V, c.noise + (i * B + b) * V, c.inv_tau[b], V,
+                        Filters{c.top_k[b], c.top_p[b], c.typical_p[b]}, scratch);
       c.codes[i * B + b] = c.x[b];
     }
   }
@@ -282,14 +315,14 @@ static void run_loop(const Chunk& c, const WT* wz, const WT* wrs, const WT* wh1,
 // bh2 (V); every weight matrix in panels (see wat); dil (L) int64;
 // x (B) int64, the code fed first, overwritten by the last one; logits (>= t1-t0, B, V);
 // codes (t1-t0, B) int64; noise (t1-t0, B, V); inv_tau (B); prime (n_prime, B) int64;
-// top_k (B) int64, V where off; top_p (B) float, 1 where off. The four weight matrices are
-// float32, or all int32 words of packed bf16 pairs.
+// top_k (B) int64, V where off; top_p, typical_p (B) float, 1 where off. The four weight
+// matrices are float32, or all int32 words of packed bf16 pairs.
 void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::Tensor frames,
                torch::Tensor embed, torch::Tensor wrs, torch::Tensor brs, torch::Tensor wh1,
                torch::Tensor bh1, torch::Tensor wh2, torch::Tensor bh2, torch::Tensor dil,
                int64_t t0, int64_t t1, int64_t hop, torch::Tensor x, torch::Tensor logits,
                torch::Tensor codes, torch::Tensor noise, torch::Tensor inv_tau, torch::Tensor prime,
-               int64_t n_prime, torch::Tensor top_k, torch::Tensor top_p) {
+               int64_t n_prime, torch::Tensor top_k, torch::Tensor top_p, torch::Tensor typical_p) {
   const auto F32 = torch::kFloat32, I64 = torch::kInt64;
   const bool packed = wz.scalar_type() == torch::kInt32;
   const auto WT = packed ? torch::kInt32 : F32;
@@ -298,7 +331,7 @@ void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::T
   check(bh1, F32, "bh1"); check(wh2, WT, "wh2"); check(bh2, F32, "bh2"); check(dil, I64, "dil");
   check(x, I64, "x"); check(logits, F32, "logits"); check(codes, I64, "codes");
   check(noise, F32, "noise"); check(inv_tau, F32, "inv_tau"); check(prime, I64, "prime");
-  check(top_k, I64, "top_k"); check(top_p, F32, "top_p");
+  check(top_k, I64, "top_k"); check(top_p, F32, "top_p"); check(typical_p, F32, "typical_p");
   Chunk c;
   c.L = buf.size(0); c.P = buf.size(1); c.B = buf.size(2); c.R = buf.size(3);
   c.G2 = bias.size(2); c.G = c.G2 / 2; c.RS = brs.size(1); c.S = c.RS - c.R;
@@ -309,7 +342,7 @@ void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::T
   TORCH_CHECK((c.P & (c.P - 1)) == 0 && embed.size(1) == c.R && x.numel() == B
               && logits.size(0) >= n && codes.numel() == n * B && noise.numel() == n * B * V
               && inv_tau.numel() == B && dil.numel() == L && prime.numel() >= n_prime * B
-              && top_k.numel() == B && top_p.numel() == B
+              && top_k.numel() == B && top_p.numel() == B && typical_p.numel() == B
               && wz.numel() * pk == L * c.k * c.R * pad16(c.G2) && wrs.numel() * pk == L * c.G * pad16(c.RS)
               && wh1.numel() * pk == c.S * pad16(c.H) && wh2.numel() * pk == c.H * pad16(V)
               && (!packed || (c.G2 % 16 == 0 && c.RS % 16 == 0 && c.H % 16 == 0 && V % 16 == 0)),
@@ -318,6 +351,7 @@ void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::T
   c.bias = bias.data_ptr<float>(); c.frames = frames.data_ptr<float>(); c.embed = embed.data_ptr<float>();
   c.brs = brs.data_ptr<float>(); c.bh1 = bh1.data_ptr<float>(); c.bh2 = bh2.data_ptr<float>();
   c.noise = noise.data_ptr<float>(); c.inv_tau = inv_tau.data_ptr<float>(); c.top_p = top_p.data_ptr<float>();
+  c.typical_p = typical_p.data_ptr<float>();
   c.dil = dil.data_ptr<int64_t>(); c.prime = prime.data_ptr<int64_t>(); c.top_k = top_k.data_ptr<int64_t>();
   c.x = x.data_ptr<int64_t>(); c.codes = codes.data_ptr<int64_t>();
   if (packed) {
@@ -330,5 +364,5 @@ void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::T
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("run_chunk", &run_chunk, "fused temperature/greedy/top-k/top-p sampling steps (wavetyp/core/cstep.cpp)");
+  m.def("run_chunk", &run_chunk, "fused temperature/greedy/top-k/top-p/typical-p sampling steps (wavetyp/core/cstep.cpp)");
 }

@@ -2,10 +2,10 @@
 
 At batch 1 the TorchScript loop (fastloop.py) still launches ~80 small kernels a step, and
 their fixed costs dominate; cstep.cpp runs a whole chunk of steps (every layer's products,
-the gate, the head, top-k/top-p and the Gumbel-max choice) in one call over the same
-GenerationCache buffers and folded weights, so it is a drop-in for `fastloop.run_steps` and
-for the warper loop on temperature, greedy, top-k and top-p streams (the other filters stay in
-Python). Logits agree with the parallel pass to float rounding (tests/test_cstep.py); codes
+the gate, the head, top-k/top-p/typical-p and the Gumbel-max choice) in one call over the
+same GenerationCache buffers and folded weights, so it is a drop-in for `fastloop.run_steps`
+and for the warper loop on temperature, greedy, top-k, top-p and typical-p streams (min-p,
+epsilon, eta and mirostat stay in Python). Logits agree with the parallel pass to float rounding (tests/test_cstep.py); codes
 equal the other loops' unless two candidates' scores, or a nucleus boundary, tie to within it.
 
 The extension is built once per machine by torch.utils.cpp_extension (cached under
@@ -85,8 +85,9 @@ def extension():
 
 
 def supported(dec: DecodeBatch) -> bool:
-    """Settings the C++ loop implements: temperature, greedy, top-k, top-p (others: the warpers)."""
-    return not (dec.any_typical_p or dec.any_min_p or dec.any_epsilon or dec.any_eta or dec.any_mirostat)
+    """Settings the C++ loop implements: temperature, greedy, top-k, top-p, typical-p (min-p,
+    epsilon, eta and mirostat: the warpers)."""
+    return not (dec.any_min_p or dec.any_epsilon or dec.any_eta or dec.any_mirostat)
 
 
 def applies(cache: GenerationCache, dec: DecodeBatch) -> bool:
@@ -148,6 +149,7 @@ class FusedLoop:
         self.inv_tau = dec.inv_tau.reshape(-1).float().contiguous()
         self.top_k = dec.top_k.long().contiguous()
         self.top_p = dec.top_p.float().contiguous()
+        self.typical_p = dec.typical_p.float().contiguous()
 
     def __call__(self, t0: int, t1: int, x: torch.Tensor, logits: torch.Tensor, codes: torch.Tensor,
                  noise: torch.Tensor, prime: torch.Tensor, n_prime: int) -> torch.Tensor:
@@ -158,7 +160,7 @@ class FusedLoop:
         self.ext.run_chunk(self.buf, self.wz, s.bias, s.frames, s.embed.contiguous(), self.wrs, self.brs,
                            self.wh1, self.bh1, self.wh2, self.bh2, self.dil, t0, t1, s.hop, x, logits,
                            codes, noise.contiguous(), self.inv_tau, prime.contiguous(), n_prime,
-                           self.top_k, self.top_p)
+                           self.top_k, self.top_p, self.typical_p)
         return x
 
 
@@ -170,6 +172,6 @@ def fused_loop(cache: GenerationCache, dec: DecodeBatch, dilations: list[int],
         return FusedLoop(cache, dec, dilations, weights)
     if weights != "fp32":
         why = ("the fused C++ step is off or unavailable" if supported(dec) else
-               "typical-p, min-p, epsilon, eta and mirostat run outside the fused C++ step")
+               "min-p, epsilon, eta and mirostat run outside the fused C++ step")
         raise ValueError(f"{weights} step weights need the fused C++ step on the CPU ({why})")
     return None

@@ -4,10 +4,10 @@ Logging: at every step the NLL of the chosen code, the entropy and the varentrop
 taken from the model's UNTEMPERED distribution p_t, because the typical set is defined
 by p, not by the distribution we happened to sample from. `sampled_nll_bits` is the
 NLL under the processed (tempered/truncated) distribution actually sampled.
-Temperature/greedy/top-k/top-p chunks run in the fused C++ loop (cstep.py); without it,
-temperature/greedy chunks run in the scripted loop (fastloop.py) and truncating settings
-step in Python through the warpers (decoding.py), as do typical-p, min-p, epsilon, eta and
-mirostat always.
+Temperature/greedy/top-k/top-p/typical-p chunks run in the fused C++ loop (cstep.py);
+without it, temperature/greedy chunks run in the scripted loop (fastloop.py) and truncating
+settings step in Python through the warpers (decoding.py), as min-p, epsilon, eta and
+mirostat always do.
 """
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, we
     for c0 in range(0, n_samples, chunk):
         c1 = min(n_samples, c0 + chunk)
         noise = _gumbel((c1 - c0, B, N_CODES), gen, dev) * dec.noise
-        if fused is not None:   # temperature / greedy / top-k / top-p: the chunk in one C++ call
+        if fused is not None:   # temperature, greedy, top-k, top-p, typical-p: one C++ call
             x = fused(c0, c1, x, lg, codes[c0:c1], noise, prime_rows, P)
             cache.t = c1
             bar.update((c1 - c0) * B)

@@ -17,8 +17,8 @@ from wavetyp.core.errors import UsageError
 ENV_SWITCHES = {
     "WAVETYP_DATA": ("", "a folder holding FSDD, looked at before ../shared/data/fsdd and ~/.cache/wavetyp/fsdd"),
     "WAVETYP_JIT": ("1", "0: the sampling loop runs as plain Python instead of TorchScript (same codes)"),
-    "WAVETYP_CSTEP": ("1", "0: temperature/greedy sampling runs the TorchScript loop instead of the fused "
-                           "C++ step (same codes up to float rounding)"),
+    "WAVETYP_CSTEP": ("1", "0: sampling runs the TorchScript loop or the Python warpers instead of the "
+                           "fused C++ step (same codes up to float rounding)"),
     "WAVETYP_FASTSTACK": ("1", "0: CPU training uses autograd through the plain layer loop instead of "
                                "the hand-written residual-stack backward (same gradients)"),
     "WAVETYP_FUSED_GATE": ("1", "0: the training stack's gate stays eager instead of torch.compile-fused"),
