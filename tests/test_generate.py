@@ -188,6 +188,23 @@ def test_cache_memory_is_flat_in_length(tiny_model):
     assert cache.buf.numel() == size0 and cache.P >= tiny_model.cfg.receptive_field // 2
 
 
+@pytest.mark.parametrize("kernel_size", [2, 3])
+def test_beam_reorder_of_the_live_rows_equals_reordering_everything(kernel_size, monkeypatch):
+    """GenerationCache.reorder moves only the rows a later step can read; a beam search with
+    the whole buffer reordered every step gives the same result."""
+    torch.manual_seed(7)
+    model = WaveNet(tiny_config(kernel_size=kernel_size)).eval()
+    cond = Conditioning(digit=torch.tensor([4]), mel=model.log_mel(torch.randint(0, 256, (1, 300))))
+    fast = beam_search(model, 3, 300, cond)
+
+    def reorder_all(self, index):
+        self.buf.copy_(self.buf.index_select(2, index))
+    monkeypatch.setattr(GenerationCache, "reorder", reorder_all)
+    full = beam_search(model, 3, 300, cond)
+    assert np.array_equal(fast.codes, full.codes) and np.array_equal(fast.nll_bits, full.nll_bits)
+    assert fast.info == full.info
+
+
 def test_beam_search_finds_at_least_the_greedy_likelihood(tiny_model):
     n = 60
     greedy = generate(tiny_model, [DecodeSettings(0.0)], n)[0]
