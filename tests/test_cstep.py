@@ -206,3 +206,20 @@ def test_a_failed_build_says_so_in_one_line_and_falls_back(tiny_model, monkeypat
     assert cstep.extension() is None and capsys.readouterr().err == ""      # said once
     monkeypatch.setenv("WAVETYP_CSTEP", "0")
     assert np.array_equal(r.codes, generate(tiny_model, [DecodeSettings(0.7)], 50, seed=0)[0].codes)
+
+
+def test_beam_search_through_the_fused_step_equals_the_cache_step(monkeypatch):
+    """Beam search's steps run through FusedStep: the same beam as GenerationCache.step's."""
+    from wavetyp.core.generate import beam_search
+    torch.manual_seed(8)
+    model = WaveNet(tiny_config(kernel_size=3)).eval()
+    cond = Conditioning(speaker=torch.tensor([1]), mel=model.log_mel(torch.randint(0, 256, (1, 500))))
+    cache = GenerationCache(model, 3, None)
+    assert isinstance(cstep.fused_step(cache, model.cfg.dilations), cstep.FusedStep)
+    fused = beam_search(model, 3, 500, cond)
+    monkeypatch.setenv("WAVETYP_CSTEP", "0")
+    assert cstep.fused_step(cache, model.cfg.dilations) is None
+    plain = beam_search(model, 3, 500, cond)
+    assert np.array_equal(fused.codes, plain.codes)
+    assert np.allclose(fused.nll_bits, plain.nll_bits, atol=1e-4)
+    assert abs(fused.info["log2_prob"] - plain.info["log2_prob"]) < 1e-3

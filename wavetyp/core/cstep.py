@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from wavetyp.core.cache import GenerationCache
-from wavetyp.core.decoding import DecodeBatch
+from wavetyp.core.audio import N_CODES
+from wavetyp.core.decoding import DecodeBatch, DecodeSettings, encode_settings
 from wavetyp.core.runtime import cpu_flags, switch_on
 
 SOURCE = Path(__file__).with_name("cstep.cpp")
@@ -133,6 +134,7 @@ class FusedLoop:
         s = cache.state
         L, G = cache.L, cache.G
         self.ext = extension()
+        self.cache = cache
         self.s = s
         self.buf = cache.buf
         R = cache.R
@@ -162,6 +164,30 @@ class FusedLoop:
                            codes, noise.contiguous(), self.inv_tau, prime.contiguous(), n_prime,
                            self.top_k, self.top_p, self.typical_p)
         return x
+
+
+class FusedStep:
+    """GenerationCache.step through the fused loop (beam search): one step's logits for the
+    codes x_{t-1}, the cache's clock advanced; the code it would pick is ignored."""
+
+    def __init__(self, cache: GenerationCache, dilations: list[int]):
+        B = cache.B
+        self.loop = FusedLoop(cache, encode_settings([DecodeSettings(0.0)] * B), dilations)
+        self.codes = torch.empty(1, B, dtype=torch.long)
+        self.noise = torch.zeros(1, B, N_CODES)
+        self.prime = torch.zeros(0, B, dtype=torch.long)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        cache = self.loop.cache
+        out = torch.empty(1, cache.B, N_CODES)
+        self.loop(cache.t, cache.t + 1, x, out, self.codes, self.noise, self.prime, 0)
+        cache.t += 1
+        return out[0]
+
+
+def fused_step(cache: GenerationCache, dilations: list[int]) -> FusedStep | None:
+    """The fused single step for a float32 CPU cache, or None (then use cache.step)."""
+    return FusedStep(cache, dilations) if applies(cache, encode_settings([DecodeSettings(0.0)])) else None
 
 
 def fused_loop(cache: GenerationCache, dec: DecodeBatch, dilations: list[int],

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from wavetyp.core.audio import N_CODES, SILENCE_CODE, mu_law_decode, rms_dbfs
 from wavetyp.core.cache import GenerationCache
 from wavetyp.core.conditioning import Conditioning, CondSpec
-from wavetyp.core.cstep import fused_loop
+from wavetyp.core.cstep import fused_loop, fused_step
 from wavetyp.core.decoding import (DecodeBatch, DecodeSettings, MirostatState, encode_settings,
                                    process_logits)
 from wavetyp.core.fastloop import scripted_run_steps
@@ -195,6 +195,7 @@ def _beam_search(model, width, n_samples, cond, progress):
                          for v in (cond.digit, cond.speaker, cond.mel, cond.mel_present)))
     dev = next(model.parameters()).device
     cache = GenerationCache(model, width, rep)
+    step = fused_step(cache, model.cfg.dilations) or cache.step     # the C++ step where it applies
     scores = torch.full((width,), float("-inf"), device=dev)
     scores[0] = 0.0                                   # all beams start identical: use beam 0
     parents = torch.empty(n_samples, width, dtype=torch.long, device=dev)
@@ -202,7 +203,7 @@ def _beam_search(model, width, n_samples, cond, progress):
     stats = torch.empty(3, n_samples, width, device=dev)
     x = torch.full((width,), SILENCE_CODE, dtype=torch.long, device=dev)
     for t in tqdm(range(n_samples), disable=not progress, desc=f"beam search W={width}", unit="smp"):
-        logits = cache.step(x)
+        logits = step(x)
         logp = torch.log_softmax(logits.float(), -1)
         top, flat = (scores[:, None] + logp).view(-1).topk(width)
         parent, tok = flat // N_CODES, flat % N_CODES
