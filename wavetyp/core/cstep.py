@@ -5,7 +5,8 @@ their fixed costs dominate; cstep.cpp runs a whole chunk of steps (every layer's
 the gate, the head, top-k/top-p/typical-p and the Gumbel-max choice) in one call over the
 same GenerationCache buffers and folded weights, so it is a drop-in for `fastloop.run_steps`
 and for the warper loop on temperature, greedy, top-k, top-p and typical-p streams (min-p,
-epsilon, eta and mirostat stay in Python). Logits agree with the parallel pass to float rounding (tests/test_cstep.py); codes
+epsilon, eta and mirostat stay in Python); `FusedStep` serves beam search one step at a
+time. Logits agree with the parallel pass to float rounding (tests/test_cstep.py); codes
 equal the other loops' unless two candidates' scores, or a nucleus boundary, tie to within it.
 
 The extension is built once per machine by torch.utils.cpp_extension (cached under
