@@ -10,7 +10,7 @@ from wavetyp import bench
 from wavetyp.benchmark import measure, sections, speed_paths, subjects
 from wavetyp.benchmark.report import format_report, machine_info, precision_note
 from wavetyp.benchmark.run import start_report
-from wavetyp.core import faststack
+from wavetyp.core import cstep, faststack
 
 
 @pytest.fixture(autouse=True)
@@ -128,7 +128,8 @@ def test_cli_speed_paths_on_a_tiny_checkpoint(tiny_ckpt, tmp_path, capsys):
     text = capsys.readouterr().out
     assert text.startswith("speed-only paths, one-process A/B")
     result = json.loads(out.read_text())
-    assert len(result["rows"]) == 4 and all(r["gain"] > 0 for r in result["rows"])
+    assert len(result["rows"]) == 6 and all(r["gain"] > 0 for r in result["rows"])
+    assert "sampling B=1: fused C++ step (samples/s)" in text
     assert all(r["path"] in text for r in result["rows"])
     assert result["checkpoint_note"] == f"checkpoint {tiny_ckpt}"
 
@@ -143,3 +144,6 @@ def test_speed_paths_off_arms_switch_the_paths_off():
     assert faststack.fuse_enabled() and not off("fuse_enabled", lambda: faststack.fuse_enabled())
     assert not off("fuse_enabled", lambda: faststack._use_fused(h, 0))
     assert faststack.fuse_enabled()
+    assert cstep.enabled() and not speed_paths._with(cstep, "enabled", speed_paths._off,
+                                                                lambda: cstep.enabled())
+    assert cstep.enabled()

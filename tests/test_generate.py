@@ -53,8 +53,10 @@ def test_incremental_equals_parallel_for_every_conditioning(kernel_size, batch):
 
 def test_scripted_sampling_loop_equals_the_python_one(tiny_model, monkeypatch):
     """The TorchScript chunk loop and the plain-Python one give the same codes and logs
-    (mel conditioning, priming, greedy and tempered streams)."""
+    (mel conditioning, priming, greedy and tempered streams); the fused C++ step, which would
+    take these settings, is off (tests/test_cstep.py ties it to the TorchScript loop)."""
     from wavetyp.core import fastloop as fastloop
+    monkeypatch.setenv("WAVETYP_CSTEP", "0")
     scripted = fastloop.scripted_run_steps()
     assert isinstance(scripted, torch.jit.ScriptFunction)      # the fast path is really on here
     codes = torch.randint(0, 256, (1, 400))
@@ -123,7 +125,8 @@ def test_gumbel_sampling_matches_the_distribution(tiny_model):
 def test_fast_loop_codes_equal_the_warpers(tiny_model, monkeypatch):
     """One encoding of the settings: the scripted chunk loop (greedy and tempered streams) and
     the reference path (process_logits + Gumbel-max, one step at a time) pick the same codes
-    and log the same arrays, with priming."""
+    and log the same arrays, with priming. (The fused C++ step is off here: test_cstep.py.)"""
+    monkeypatch.setenv("WAVETYP_CSTEP", "0")
     settings = [DecodeSettings(0.0), DecodeSettings(0.3), DecodeSettings(0.7), DecodeSettings(1.0)]
     prime = torch.randint(0, 256, (1, 30))
     runs = []
@@ -183,6 +186,23 @@ def test_cache_memory_is_flat_in_length(tiny_model):
     for _ in range(5 * cache.P):
         cache.step(x)
     assert cache.buf.numel() == size0 and cache.P >= tiny_model.cfg.receptive_field // 2
+
+
+@pytest.mark.parametrize("kernel_size", [2, 3])
+def test_beam_reorder_of_the_live_rows_equals_reordering_everything(kernel_size, monkeypatch):
+    """GenerationCache.reorder moves only the rows a later step can read; a beam search with
+    the whole buffer reordered every step gives the same result."""
+    torch.manual_seed(7)
+    model = WaveNet(tiny_config(kernel_size=kernel_size)).eval()
+    cond = Conditioning(digit=torch.tensor([4]), mel=model.log_mel(torch.randint(0, 256, (1, 300))))
+    fast = beam_search(model, 3, 300, cond)
+
+    def reorder_all(self, index):
+        self.buf.copy_(self.buf.index_select(2, index))
+    monkeypatch.setattr(GenerationCache, "reorder", reorder_all)
+    full = beam_search(model, 3, 300, cond)
+    assert np.array_equal(fast.codes, full.codes) and np.array_equal(fast.nll_bits, full.nll_bits)
+    assert fast.info == full.info
 
 
 def test_beam_search_finds_at_least_the_greedy_likelihood(tiny_model):

@@ -56,6 +56,22 @@ def test_same_seed_same_output_and_runs_are_not_overwritten(tiny_ckpt, tmp_path)
     assert run_sample(tiny_ckpt, out, "--name", "fixed", "--overwrite") == 0
 
 
+def test_bf16_step_weights_render_close_to_the_fp32_model(tiny_ckpt, tmp_path):
+    """--step-weights bf16: recorded in the summary; rescoring its codes with the fp32 model
+    moves the logged NLL only a little (docs/performance.md has the shipped model's figures)."""
+    from wavetyp.core import cstep
+    if cstep.extension() is None:
+        pytest.skip("no C++ compiler for the fused step")
+    out = tmp_path / "s"
+    assert run_sample(tiny_ckpt, out, "--temperature", "0.8", "--step-weights", "bf16", "--name", "b") == 0
+    summary = json.loads((out / "b" / "summary.json").read_text())
+    assert summary["step_weights"] == "bf16"
+    model, _ = load_model(tiny_ckpt)
+    (res,), _ = score_files(model, [out / "b" / "tau0.8-0.wav"], make_cond_spec(model))
+    logged = np.load(out / "b" / "tau0.8-0.npz")["nll_bits"]
+    assert 0 < np.abs(res.nll_bits - logged).mean() < 0.05
+
+
 def test_vocoder_and_prime_modes(tiny_ckpt, tmp_path):
     ref = tmp_path / "ref.wav"
     sf.write(str(ref), synth_speechlike(0.15), 8000)
@@ -130,6 +146,8 @@ def test_fsdd_names_resolve_wherever_fsdd_is(tmp_path, monkeypatch):
     (["--digit", "eleven"], "unknown digit"),
     (["--speaker", "zed"], "unknown speaker"),
     (["--mel-from", "/nonexistent.wav"], "no such file"),
+    (["--beam", "2", "--step-weights", "bf16"], "--step-weights applies to sampling"),
+    (["--min-p", "0.1", "--step-weights", "bf16"], "need the fused C++ step"),
 ])
 def test_bad_arguments_give_one_line_errors(tiny_ckpt, tmp_path, capsys, args, msg):
     assert run_sample(tiny_ckpt, tmp_path / "x", *args) == 2

@@ -37,8 +37,8 @@ together, at the model's sample rate: > 1 is faster than real time.
 wavetyp's sampler (and of the reference, for its op count) and one training step of each,
 printing the top ops and the share of the training step spent in matrix products.
 
-`--speed-paths` instead runs the one-process A/B of every speed-only path (far-layer
-chunking, the TorchScript chunk loop, the hand-written training stack, the compiled gate) on
+`--speed-paths` instead runs the one-process A/B of every speed-only path (the fused C++
+sampling step, the TorchScript chunk loop, the hand-written training stack, the compiled gate) on
 the shipped model on the CPU (wavetyp/benchmark/speed_paths.py): a path keeps its place only
 if it still pays there.
 

@@ -19,6 +19,7 @@ from wavetyp.core.checks import (
     run_cli,
 )
 from wavetyp.core.conditioning import make_cond_spec
+from wavetyp.core.cstep import WEIGHTS
 from wavetyp.core.decoding import DecodeSettings
 from wavetyp.core.errors import UsageError
 from wavetyp.core.generate import render
@@ -103,15 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
                         f"flat in the length, a Ctrl-C keeps what was written, no traces.png; on by "
                         f"itself for renders longer than {STREAM_SECONDS:g} s (not with --beam)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads; none given: torch's choice")
+    p.add_argument("--step-weights", choices=WEIGHTS, default="fp32",
+                   help="weights of the fused CPU sampling step: bf16 rounds its weight matrices to "
+                        "bfloat16 (faster at one stream; codes and logs are then the rounded model's: "
+                        "rescore with python -m wavetyp.score)")
     return p
 
 
-def streamed(model, streams, n, spec, prime, run_dir, with_reference, seed, meta, t0) -> int:
+def streamed(model, streams, n, spec, prime, run_dir, with_reference, seed, meta, t0,
+             weights: str = "fp32") -> int:
     """Render straight to disk, chunk by chunk (flat memory); a Ctrl-C keeps what was written
     and says so (exit 130)."""
     sr = model.cfg.sample_rate
     rows, stopped = stream_run(model, streams, n, spec, seed, prime, run_dir,
-                               REFERENCE if with_reference else None)
+                               REFERENCE if with_reference else None, weights=weights)
     meta = {**meta, "streamed": True, "interrupted_at": stopped, "wall_seconds": time.time() - t0}
     write_summary(run_dir, run_dir.name, rows, meta)
     print(format_table(rows))
@@ -136,6 +142,8 @@ def main(argv=None) -> int:
         check_positive("--prime-ms", a.prime_ms)
         check_count("--threads", a.threads)
         check_count("--beam", a.beam)
+        if a.step_weights != "fp32" and a.beam:
+            raise UsageError("--step-weights applies to sampling, not to --beam")
         from wavetyp.core.checkpoint import load_model
         from wavetyp.core.runtime import pick_device
         if a.threads:
@@ -180,13 +188,21 @@ def main(argv=None) -> int:
             run_dir = unique_run_dir(out_dir, f"{spec.label}-{tag}-seed{a.seed}")
         run_dir = check_output_dir(run_dir)
         meta = {"checkpoint": str(a.checkpoint or "shipped"), "seed": a.seed, "sample_rate": sr,
-                "conditioning": spec.to_dict(), "prime": a.prime, "prime_ms": a.prime_ms if a.prime else 0}
-        if stream:
-            return streamed(model, streams, n, spec, prime, run_dir, with_reference, a.seed, meta, t0)
-        rendered = render(model, streams, n, spec, a.seed, prime, a.beam, progress=True)
+                "conditioning": spec.to_dict(), "prime": a.prime, "prime_ms": a.prime_ms if a.prime else 0,
+                "step_weights": a.step_weights}
+        try:
+            if stream:
+                return streamed(model, streams, n, spec, prime, run_dir, with_reference, a.seed,
+                                meta, t0, a.step_weights)
+            rendered = render(model, streams, n, spec, a.seed, prime, a.beam, progress=True,
+                              weights=a.step_weights)
+        except ValueError as err:
+            if a.step_weights == "fp32":
+                raise
+            raise UsageError(f"--step-weights {a.step_weights}: {err}") from None
         if with_reference:
             # a separate batch, so the asked-for streams keep the codes they have without it
-            ref = render(model, [REFERENCE], n, spec, a.seed, prime)[0]
+            ref = render(model, [REFERENCE], n, spec, a.seed, prime, weights=a.step_weights)[0]
             ref.name = f"reference-{ref.name}"
             rendered.append(ref)
         meta["wall_seconds"] = time.time() - t0

@@ -1,8 +1,8 @@
 """Does each speed-only path still pay? One-process A/B on the shipped model.
 
-Every path that exists only for speed (the TorchScript chunk loop in
-the sampler; the hand-written CPU training stack and its compiled gate) is timed against the
-same code with that path switched off, interleaved A, B, A, B ... in one process, so both
+Every path that exists only for speed (the fused C++ step and the TorchScript chunk loop in
+the sampler, the latter timed with the former off; the hand-written CPU training stack and
+its compiled gate) is timed against the same code with that path switched off, interleaved A, B, A, B ... in one process, so both
 arms see the same machine load. Each figure is the median over the repeats; the ratio is
 B-off time / A-on time (> 1: the path pays). Outputs are not checked here: tests tie every
 path to the plain forward.
@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import torch
 
 import wavetyp.core.generate as generate_mod
-from wavetyp.core import faststack
+from wavetyp.core import cstep, faststack
 from wavetyp.core.conditioning import build_conditioning
 from wavetyp.core.decoding import DecodeSettings
 from wavetyp.core.fastloop import run_steps
@@ -71,16 +71,14 @@ def run(model, n_steps: int = 4000, repeats: int = 5, train_batch: int = 8, trai
     rows = []
     # (far-layer chunking, which fetched far layers' past taps once per 8 steps, measured
     # 1.01x at B=1 and 1.00x at B=16 here and was removed; docs/performance.md)
-    rows.append(ab("sampling B=1: TorchScript chunk loop (samples/s)",
-                   lambda: sampling_rate(model, n_steps),
-                   lambda: _with(generate_mod, "scripted_run_steps", lambda: run_steps,
-                                 lambda: sampling_rate(model, n_steps)),
-                   repeats, log))
-    rows.append(ab("sampling B=16: TorchScript chunk loop (samples/s)",
-                   lambda: sampling_rate(model, n_steps // 4, 16),
-                   lambda: _with(generate_mod, "scripted_run_steps", lambda: run_steps,
-                                 lambda: sampling_rate(model, n_steps // 4, 16)),
-                   repeats, log))
+    for batch, n in ((1, n_steps), (16, n_steps // 4)):
+        rate = lambda batch=batch, n=n: sampling_rate(model, n, batch)   # noqa: E731
+        torchscript = lambda rate=rate: _with(cstep, "enabled", _off, rate)   # noqa: E731
+        rows.append(ab(f"sampling B={batch}: fused C++ step (samples/s)", rate, torchscript, repeats, log))
+        rows.append(ab(f"sampling B={batch}: TorchScript chunk loop (samples/s)", torchscript,
+                       lambda rate=rate: _with(generate_mod, "scripted_run_steps", lambda: run_steps,
+                                               lambda: _with(cstep, "enabled", _off, rate)),
+                       repeats, log))
     g = torch.Generator().manual_seed(0)
     codes = torch.randint(0, 256, (train_batch, train_length), generator=g)
     model.train()

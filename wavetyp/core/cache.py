@@ -83,6 +83,11 @@ class GenerationCache:
         t = torch.arange(self.P, device=dev)
         d = torch.tensor(cfg.dilations, device=dev, dtype=torch.long)
         lag = torch.arange(1, k, device=dev)
+        # live rows (beam reorder): layer l still reads its last (k-1)*d_l inputs, no older ones
+        self._live_layer = torch.cat([torch.full(((k - 1) * dl,), l, device=dev, dtype=torch.long)
+                                      for l, dl in enumerate(cfg.dilations)])
+        self._live_back = torch.cat([torch.arange(1, (k - 1) * dl + 1, device=dev)
+                                     for dl in cfg.dilations])
         pos = (t[:, None, None] - lag[None, None, :] * d[None, :, None]) % self.P
         rows = (pos + torch.arange(L, device=dev)[None, :, None] * self.P).reshape(self.P, -1)
         # one gather and its matmul view (L, B, (k-1)R): a view of the gather at B = 1 or
@@ -126,5 +131,11 @@ class GenerationCache:
 
     def reorder(self, index: torch.Tensor) -> None:
         """Make stream i continue stream index[i]'s history (beam search), in place so
-        that the views made in __init__ stay valid."""
-        self.buf.copy_(self.buf.index_select(2, index))
+        that the views made in __init__ stay valid. Only the rows a later step can still read
+        move (each layer's last (k-1)*d inputs, ~RF rows instead of all L*P): an older row is
+        overwritten before it is read again."""
+        rows = (self._live_layer * self.P + (self.t - self._live_back) % self.P) * self.B
+        flat = self.buf.view(-1, self.R)                                  # (L*P*B, R)
+        src = (rows[:, None] + index[None, :]).view(-1)
+        dst = (rows[:, None] + torch.arange(self.B, device=rows.device)[None, :]).view(-1)
+        flat.index_copy_(0, dst, flat.index_select(0, src))

@@ -4,8 +4,10 @@ Logging: at every step the NLL of the chosen code, the entropy and the varentrop
 taken from the model's UNTEMPERED distribution p_t, because the typical set is defined
 by p, not by the distribution we happened to sample from. `sampled_nll_bits` is the
 NLL under the processed (tempered/truncated) distribution actually sampled.
-Temperature/greedy chunks run in the scripted loop (fastloop.py); truncating settings
-step in Python through the warpers (decoding.py).
+Temperature/greedy/top-k/top-p/typical-p chunks run in the fused C++ loop (cstep.py);
+without it, temperature/greedy chunks run in the scripted loop (fastloop.py) and truncating
+settings step in Python through the warpers (decoding.py), as min-p, epsilon, eta and
+mirostat always do.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from tqdm import tqdm
 from wavetyp.core.audio import N_CODES, SILENCE_CODE, mu_law_decode, rms_dbfs
 from wavetyp.core.cache import GenerationCache
 from wavetyp.core.conditioning import Conditioning, CondSpec
+from wavetyp.core.cstep import fused_loop, fused_step
 from wavetyp.core.decoding import (DecodeBatch, DecodeSettings, MirostatState, encode_settings,
                                    process_logits)
 from wavetyp.core.fastloop import scripted_run_steps
@@ -60,22 +63,40 @@ def _gumbel(shape, generator, device) -> torch.Tensor:
     return -torch.log(-torch.log(u))
 
 
+def _log_chunk(logs, lg, codes, c0, c1, r0, B, P, dec, mu):
+    """The vectorized bookkeeping of a chunk: stats of the untempered distribution, and the
+    NLL under the processed one (mu: mirostat's cut per step, or None). Steps c0..c1 sit in
+    rows r0.. of codes and logs (r0 = c0, or 0 when streaming one chunk at a time)."""
+    n = c1 - c0
+    chunk_logits, chunk_codes = lg[:n], codes[r0:r0 + n]
+    nll, ent, var = step_stats(chunk_logits, chunk_codes)
+    snll = chosen_nll_bits(process_logits(chunk_logits.reshape(-1, N_CODES), dec.repeat(n), mu),
+                           chunk_codes.reshape(-1)).view(n, B)
+    for key, val in (("nll", nll), ("ent", ent), ("var", var), ("snll", snll)):
+        logs[key][r0:r0 + n] = val.cpu()
+    if P > c0:  # teacher-forced steps were not sampled
+        logs["snll"][r0:r0 + min(P, c1) - c0] = float("nan")
+
+
 def generate(model: WaveNet, settings: list[DecodeSettings], n_samples: int,
              cond: Conditioning | None = None, prime: torch.Tensor | None = None,
              seed: int = 0, progress: bool = False, chunk: int = CHUNK,
-             threads: int | None = None, sink=None) -> list[GenerationResult]:
+             threads: int | None = None, weights: str = "fp32",
+             sink=None) -> list[GenerationResult]:
     """Generate len(settings) streams of n_samples codes side by side, one setting per stream.
 
     prime: (B, P) codes teacher-forced as the first P outputs (the model continues after).
     Sampling is Gumbel-max over the processed logits: argmax(logits' + g) ~ softmax(logits').
     threads: torch threads for the step loop (default: 1 below 64 streams).
+    weights: "bf16" runs the fused C++ step with its weight matrices rounded to bfloat16 (faster;
+    the codes and logs are then those of that rounded model: rescore them to compare).
     sink: streaming. Called after every chunk as sink(t0, codes, logs): that chunk's codes
     (steps t0.., B) int64 and logs {"nll", "ent", "var", "snll"} (steps, B) float32, on the
     host, valid until the next call. Nothing is kept, so memory stays flat in n_samples, and
     the result is []. The codes are the same as without a sink.
     """
     with step_threads(len(settings), threads), torch.inference_mode():
-        return _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, sink)
+        return _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, weights, sink)
 
 
 def fast_loop_applies(dec: DecodeBatch) -> bool:
@@ -84,7 +105,32 @@ def fast_loop_applies(dec: DecodeBatch) -> bool:
     return not dec.truncating
 
 
-def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, sink=None):
+def _python_chunk(cache, run_steps, c0, c1, x, lg_rows, code_rows, noise_rows, dec, score,
+                  prime_rows, P, miro, mu_rows):
+    """One chunk without the fused step: the scripted loop (temperature / greedy: run_steps)
+    or a Python loop over the warpers (every other setting). Returns the last code."""
+    if run_steps is not None:
+        x = run_steps(cache.state, c0, c1, x, lg_rows, code_rows, noise_rows, dec.inv_tau, score,
+                      prime_rows, P)
+        cache.t = c1
+        return x
+    for t in range(c0, c1):
+        out = cache.step(x, out=lg_rows[t - c0])
+        x = code_rows[t - c0]
+        if t < P:
+            x.copy_(prime_rows[t])
+            continue
+        mu = None
+        if miro:
+            mu = mu_rows[t - c0]
+            mu.copy_(miro.current(out))
+        torch.argmax(process_logits(out, dec, mu) + noise_rows[t - c0], dim=-1, out=x)
+        if miro:
+            miro.update(out, x)
+    return x
+
+
+def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, weights, sink=None):
     B = len(settings)
     if B == 0 or n_samples <= 0:
         raise ValueError("need at least one stream and n_samples > 0")
@@ -96,6 +142,7 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, si
     if prime is not None:
         prime = prime.to(dev).long().expand(B, -1)
     cache = GenerationCache(model, B, cond)
+    fused = fused_loop(cache, dec, model.cfg.dilations, weights)   # the C++ chunk loop, where it applies
     rows = n_samples if sink is None else min(chunk, n_samples)     # streaming: one chunk
     codes = torch.empty(rows, B, dtype=torch.long, device=dev)
     logs = {k: torch.empty(rows, B) for k in ("nll", "ent", "var", "snll")}   # host
@@ -107,45 +154,24 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, si
     lg_rows = list(lg.unbind(0))            # per-step row views: made once, not sliced per step
     prime_rows = (prime.t().contiguous() if prime is not None
                   else torch.zeros(0, B, dtype=torch.long, device=dev))
-    run_steps = scripted_run_steps()
+    run_steps = scripted_run_steps() if fused is None else None
     miro = MirostatState(dec) if dec.any_mirostat else None
     mu_rows = torch.full((chunk, B), float("inf"), device=dev) if miro else None   # mu per step
     for c0 in range(0, n_samples, chunk):
         c1 = min(n_samples, c0 + chunk)
         r0, r1 = (c0, c1) if sink is None else (0, c1 - c0)       # the chunk's rows in codes/logs
         noise = _gumbel((c1 - c0, B, N_CODES), gen, dev) * dec.noise
-        noise_rows = list(noise.unbind(0))
-        code_rows = list(codes[r0:r1].unbind(0))  # per chunk: never one view per sample of the run
-        if fast:   # temperature / greedy: the whole chunk in one (scripted) call
-            x = run_steps(cache.state, c0, c1, x, lg_rows, code_rows, noise_rows, dec.inv_tau, score,
-                          prime_rows, P)
+        if fused is not None:   # temperature, greedy, top-k, top-p, typical-p: one C++ call
+            x = fused(c0, c1, x, lg, codes[r0:r1], noise, prime_rows, P)
             cache.t = c1
         else:
-            for t in range(c0, c1):
-                out = cache.step(x, out=lg_rows[t - c0])
-                x = code_rows[t - c0]
-                if t < P:
-                    x.copy_(prime_rows[t])
-                    continue
-                mu = None
-                if miro:
-                    mu = mu_rows[t - c0]
-                    mu.copy_(miro.current(out))
-                torch.argmax(process_logits(out, dec, mu) + noise_rows[t - c0], dim=-1, out=x)
-                if miro:
-                    miro.update(out, x)
-        # vectorized bookkeeping for the chunk: stats of the untempered distribution
-        chunk_logits, chunk_codes = lg[: c1 - c0], codes[r0:r1]
-        nll, ent, var = step_stats(chunk_logits, chunk_codes)
+            x = _python_chunk(cache, run_steps if fast else None, c0, c1, x, lg_rows,
+                              list(codes[r0:r1].unbind(0)), list(noise.unbind(0)), dec, score,
+                              prime_rows, P, miro, mu_rows)
         mu = mu_rows[: c1 - c0].reshape(-1) if miro else None
-        snll = chosen_nll_bits(process_logits(chunk_logits.reshape(-1, N_CODES), dec.repeat(c1 - c0), mu),
-                               chunk_codes.reshape(-1)).view(c1 - c0, B)
-        for key, val in (("nll", nll), ("ent", ent), ("var", var), ("snll", snll)):
-            logs[key][r0:r1] = val.cpu()
-        if P > c0:  # teacher-forced steps were not sampled
-            logs["snll"][r0:r0 + min(P, c1) - c0] = float("nan")
+        _log_chunk(logs, lg, codes, c0, c1, r0, B, P, dec, mu)
         if sink is not None:
-            sink(c0, chunk_codes.cpu(), {k: v[r0:r1] for k, v in logs.items()})
+            sink(c0, codes[r0:r1].cpu(), {k: v[r0:r1] for k, v in logs.items()})
         bar.update((c1 - c0) * B)
     bar.close()
     if sink is not None:
@@ -188,6 +214,7 @@ def _beam_search(model, width, n_samples, cond, progress):
                          for v in (cond.digit, cond.speaker, cond.mel, cond.mel_present)))
     dev = next(model.parameters()).device
     cache = GenerationCache(model, width, rep)
+    step = fused_step(cache, model.cfg.dilations) or cache.step     # the C++ step where it applies
     scores = torch.full((width,), float("-inf"), device=dev)
     scores[0] = 0.0                                   # all beams start identical: use beam 0
     parents = torch.empty(n_samples, width, dtype=torch.long, device=dev)
@@ -195,7 +222,7 @@ def _beam_search(model, width, n_samples, cond, progress):
     stats = torch.empty(3, n_samples, width, device=dev)
     x = torch.full((width,), SILENCE_CODE, dtype=torch.long, device=dev)
     for t in tqdm(range(n_samples), disable=not progress, desc=f"beam search W={width}", unit="smp"):
-        logits = cache.step(x)
+        logits = step(x)
         logp = torch.log_softmax(logits.float(), -1)
         top, flat = (scores[:, None] + logp).view(-1).topk(width)
         parent, tok = flat // N_CODES, flat % N_CODES
@@ -237,13 +264,15 @@ class Rendered:
 
 def render(model: WaveNet, settings: list[DecodeSettings], n_samples: int, cond: CondSpec,
            seed: int = 0, prime: torch.Tensor | None = None, beam: int | None = None,
-           prefix: str = "", progress: bool = False) -> list[Rendered]:
-    """Generate one stream per entry of `settings` (or one beam search) and decode to audio."""
+           prefix: str = "", progress: bool = False, weights: str = "fp32") -> list[Rendered]:
+    """Generate one stream per entry of `settings` (or one beam search) and decode to audio;
+    weights: the fused step's weights (see generate)."""
     if beam:
         results = [beam_search(model, beam, n_samples, cond.build(model, 1), progress=progress)]
     else:
         results = generate(model, settings, n_samples, cond.build(model, len(settings)),
-                           prime=None if prime is None else prime[None], seed=seed, progress=progress)
+                           prime=None if prime is None else prime[None], seed=seed, progress=progress,
+                           weights=weights)
     out, seen = [], {}
     for r in results:
         wave = mu_law_decode(torch.from_numpy(r.codes)).numpy()

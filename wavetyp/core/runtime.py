@@ -17,6 +17,8 @@ from wavetyp.core.errors import UsageError
 ENV_SWITCHES = {
     "WAVETYP_DATA": ("", "a folder holding FSDD, looked at before ../shared/data/fsdd and ~/.cache/wavetyp/fsdd"),
     "WAVETYP_JIT": ("1", "0: the sampling loop runs as plain Python instead of TorchScript (same codes)"),
+    "WAVETYP_CSTEP": ("1", "0: sampling runs the TorchScript loop or the Python warpers instead of the "
+                           "fused C++ step (same codes up to float rounding)"),
     "WAVETYP_FASTSTACK": ("1", "0: CPU training uses autograd through the plain layer loop instead of "
                                "the hand-written residual-stack backward (same gradients)"),
     "WAVETYP_FUSED_GATE": ("1", "0: the training stack's gate stays eager instead of torch.compile-fused"),
@@ -64,6 +66,17 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (avx2, fma, ...) from /proc/cpuinfo; empty where unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def keep_freed_memory() -> bool:

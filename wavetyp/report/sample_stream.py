@@ -128,7 +128,8 @@ class StreamWriter:
 
 
 def stream_run(model, streams, n_samples: int, spec, seed: int, prime, run_dir: Path,
-               reference=None, progress: bool = True) -> tuple[list[dict], int | None]:
+               reference=None, progress: bool = True,
+               weights: str = "fp32") -> tuple[list[dict], int | None]:
     """Generate `streams` (then `reference`, in a batch of its own, as the sample CLI does)
     straight into run_dir; the rows of summary.json and, when interrupted (Ctrl-C), the
     number of steps that were written, else None."""
@@ -141,7 +142,7 @@ def stream_run(model, streams, n_samples: int, spec, seed: int, prime, run_dir: 
         try:
             generate(model, settings, n_samples, spec.build(model, len(settings)),
                      prime=None if prime is None else prime[None], seed=seed, progress=progress,
-                     sink=w)
+                     weights=weights, sink=w)
         except KeyboardInterrupt:
             rows += w.close()
             return rows, w.done
