@@ -253,7 +253,12 @@ def test_gap_test_sees_what_the_nll_test_misses_and_the_reverse():
     does not is caught by the gap test and missed by the NLL test; a set with the training
     gap but another NLL level is the reverse; in-distribution batches are flagged at about
     alpha by all three tests."""
-    from wavetyp.analysis.ood_stats import batch_statistics, bootstrap_threshold, typicality_flag_rates, typicality_null
+    from wavetyp.analysis.ood_stats import (
+        batch_statistics,
+        bootstrap_threshold,
+        typicality_flag_rates,
+        typicality_null,
+    )
     rng = np.random.default_rng(0)
     pool_nll, pool_gap = _synthetic(rng, 400, 4.0, 0.0)
     h_hat, g_hat = float(pool_nll.mean()), float(pool_gap.mean())

@@ -14,8 +14,8 @@ from wavetyp.core.checks import HelpFormatter, add_common, run_cli
 from wavetyp.core.conditioning import make_cond_spec
 from wavetyp.core.errors import UsageError
 from wavetyp.core.scoring import ScoreResult, expand_paths, score_files
-from wavetyp.data.fsdd import resolve_audio_arg
 from wavetyp.core.typicality import DEFAULT_EPSILON
+from wavetyp.data.fsdd import resolve_audio_arg
 
 
 def build_parser() -> argparse.ArgumentParser:

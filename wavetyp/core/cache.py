@@ -20,7 +20,6 @@ from wavetyp.core.fastloop import StepState, step_core
 from wavetyp.core.model import WaveNet
 
 
-
 class GenerationCache:
     """Ring buffers of every layer's past inputs plus preallocated step buffers.
 

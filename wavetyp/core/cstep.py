@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from wavetyp.core.cache import GenerationCache
 from wavetyp.core.audio import N_CODES
+from wavetyp.core.cache import GenerationCache
 from wavetyp.core.decoding import DecodeBatch, DecodeSettings, encode_settings
 from wavetyp.core.runtime import cpu_flags, switch_on
 

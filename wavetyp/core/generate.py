@@ -22,8 +22,7 @@ from wavetyp.core.audio import N_CODES, SILENCE_CODE, mu_law_decode, rms_dbfs
 from wavetyp.core.cache import GenerationCache
 from wavetyp.core.conditioning import Conditioning, CondSpec
 from wavetyp.core.cstep import fused_loop, fused_step
-from wavetyp.core.decoding import (DecodeBatch, DecodeSettings, MirostatState, encode_settings,
-                                   process_logits)
+from wavetyp.core.decoding import DecodeBatch, DecodeSettings, MirostatState, encode_settings, process_logits
 from wavetyp.core.fastloop import scripted_run_steps
 from wavetyp.core.model import WaveNet
 from wavetyp.core.runtime import step_threads

@@ -80,8 +80,8 @@ def write_markdown(path: Path, res: dict, meta: dict) -> None:
         "*more normal* than the real thing.", "",
         _md_table(*auroc_table_rows(res)), "",
         "## Batch typicality test (Nalisnick et al. 2019)", "",
-        f"Statistic |mean of the M per-file mean NLLs - H_hat| (per-file weighting); flagged "
-        f"above the bootstrap (1 - alpha) quantile of held-out training batches.", "",
+        "Statistic |mean of the M per-file mean NLLs - H_hat| (per-file weighting); flagged "
+        "above the bootstrap (1 - alpha) quantile of held-out training batches.", "",
         _md_table(*batch_table_rows(res, lab)), "",
         "## Reading", "", *[f"- {s}" for s in meta["reading"]], "",
         f"![mean NLL per file]({PNG_NLL})", "", f"![gap per file]({PNG_GAP})", "",

@@ -37,7 +37,7 @@ def trim_log(log_path: Path, step: int) -> None:
 
 def plot_log(log_path: Path, png_path: Path) -> None:
     """Loss curve (train, smoothed; validation per conditioning level) as a PNG."""
-    from matplotlib.figure import Figure     # the object API: no backend, no global state
+    from matplotlib.figure import Figure  # the object API: no backend, no global state
     rows = read_log(log_path)
     tr = [(r["step"], r["loss_bits"]) for r in rows if r.get("kind") == "train"]
     fig = Figure(figsize=(8, 4.5))
