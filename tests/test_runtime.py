@@ -59,7 +59,7 @@ def test_every_tensor_factory_in_the_sampler_names_its_device():
 def test_each_rank_joins_on_its_own_gpu_with_a_long_timeout(monkeypatch):
     """Under torchrun on CUDA: set_device(cuda:LOCAL_RANK), device_id passed to the process
     group, and a collective timeout long enough for rank 0's final evaluation."""
-    from wavetyp.training import loop
+    from wavetyp.training import ranks as loop
     calls = {}
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")

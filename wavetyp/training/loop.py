@@ -13,11 +13,11 @@ Under torchrun every rank computes the same updates (DDP); only rank 0 writes fi
 
 `train()` builds a `Trainer` (setup: resume / warm start / fresh, processes, data, model) and
 runs it: `train_step`, then on rank 0 `after_step` (log_row, validate, save), `stop_reason`,
-and at the end `finish`. The options and the checkpoint contents live in training/state.py.
+and at the end `finish`. The options and the checkpoint contents live in training/state.py,
+signals and the processes' joint decisions in training/ranks.py.
 """
 from __future__ import annotations
 
-import datetime
 import math
 import signal
 import sys
@@ -39,6 +39,7 @@ from wavetyp.data.batches import random_batch
 from wavetyp.data.corpus import Corpus
 from wavetyp.data.load import load_corpus
 from wavetyp.training.log import append_log, plot_log, trim_log
+from wavetyp.training.ranks import STOP_EVERY, StopFlag, all_finite, any_rank, setup_distributed
 from wavetyp.training.state import TrainOptions, checkpoint_state, load_resume_state, make_ema, restore
 
 
@@ -75,66 +76,6 @@ def make_batch(cfg: WaveNetConfig, model: WaveNet, utts, opts: TrainOptions, ste
     cond = build_conditioning(model, len(digit), digit, speaker,
                               batch.codes if cfg.n_mels else None, mel_present)
     return batch.codes, batch.mask, cond
-
-
-# ------------------------------------------------------------ faults and processes
-
-class _StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the step boundary and exits."""
-
-    def __init__(self):
-        self.signum = None
-        self._old = {}
-
-    def __enter__(self):
-        for s in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[s] = signal.signal(s, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
-def any_rank(flag: bool, world: int, device) -> bool:
-    """True on every rank when `flag` is true on any (so all ranks stop at the same step)."""
-    if world == 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    torch.distributed.all_reduce(t)
-    return t.item() > 0
-
-
-def all_finite(tensors) -> bool:
-    """Every floating tensor is finite: one device read for all of them."""
-    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
-    return bool(torch.stack(flags).all()) if flags else True
-
-
-# Rank 0 validates, evaluates and plots while the other ranks wait in the next collective:
-# a full test-split evaluation on a slow machine outlasts NCCL's 10-minute default.
-COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
-# With several ranks, a signal or the time limit is looked at every this many steps.
-STOP_EVERY = 10
-
-
-def setup_distributed(device: torch.device) -> tuple[int, int]:
-    """(world, rank) from torchrun's environment; joins the process group when world > 1,
-    each rank on its own GPU (device is cuda:LOCAL_RANK there, see runtime.pick_device)."""
-    world, rank, _ = distributed_env()
-    if world > 1 and not torch.distributed.is_initialized():
-        cuda = device.type == "cuda"
-        if cuda:
-            torch.cuda.set_device(device)
-        torch.distributed.init_process_group("nccl" if cuda else "gloo", timeout=COLLECTIVE_TIMEOUT,
-                                             device_id=device if cuda else None)
-    return world, rank
 
 
 # ------------------------------------------------------------ training
@@ -321,7 +262,7 @@ class Trainer:
         if opts.ckpt_every and step % opts.ckpt_every == 0:
             self.save(self.last_path)
 
-    def stop_reason(self, stop: _StopFlag, deadline: float | None) -> str | None:
+    def stop_reason(self, stop: StopFlag, deadline: float | None) -> str | None:
         """Why every rank stops after this step (stop_at, a signal, the time limit), or None.
         stop_at is the same on every rank; signals and the clock are per rank, so with several
         ranks they are compared in one collective every STOP_EVERY steps (not every step)."""
@@ -346,7 +287,7 @@ class Trainer:
                         disable=not (self.main_proc and opts.progress), dynamic_ncols=True)
         self.model.train()
         self.acc_loss, self.acc_n, self.t_log = 0.0, 0, time.time()
-        with _StopFlag() as stop:
+        with StopFlag() as stop:
             while self.step < opts.max_steps:
                 self.train_step()
                 self.bar.update(1)
@@ -365,7 +306,7 @@ class Trainer:
 
     # -------------------------------------------------------- the end (rank 0)
 
-    def finish(self, stop: _StopFlag) -> None:
+    def finish(self, stop: StopFlag) -> None:
         """last.pt first (the end state is safe), then the long final evaluation, best.pt if
         validation never wrote one, and the loss plot."""
         if self.saved_step != self.step:
@@ -376,7 +317,7 @@ class Trainer:
             self.save(self.best_path, self.metrics)
         plot_log(self.log_path, self.out / "loss.png")
 
-    def final_evaluation(self, stop: _StopFlag) -> None:
+    def final_evaluation(self, stop: StopFlag) -> None:
         """The full test split per level (the shipped weights; with an EMA also the raw ones),
         logged and saved in last.pt; a signal skips the rest."""
         raw = {}
