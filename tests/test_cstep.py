@@ -61,6 +61,32 @@ def test_fused_logits_equal_the_parallel_pass_at_the_shipped_width():
     assert (par - fused_teacher_forced(model, codes, cond)).abs().max().item() <= 1e-4
 
 
+@pytest.mark.parametrize("batch", [2, 9])
+def test_two_stream_groups_equal_one_bit_for_bit(tiny_model, batch):
+    """The streams of a chunk split over two threads (as from SPLIT_MIN_STREAMS streams up):
+    every stream's logits and codes are bit-identical to one group's, with mel frames, labels,
+    priming, mixed settings and chunks carried across calls."""
+    codes = torch.randint(0, 256, (1, 600), generator=torch.Generator().manual_seed(2))
+    cond = conditionings(tiny_model, codes.expand(batch, -1))["all+dropped-mel"]
+    settings = [DecodeSettings(t, top_p=p) for t, p in
+                zip([0.0, 1.0, 0.7, 1.3, 0.9] * 2, [1.0, 0.9, 1.0, 1.0, 0.8] * 2)][:batch]
+    dec = encode_settings(settings)
+    noise = -torch.log(-torch.log(torch.rand(600, batch, N_CODES, generator=torch.Generator().manual_seed(3))))
+    prime = codes[0, :50].expand(batch, -1).t().contiguous()
+    runs = []
+    for groups in (1, 2):
+        cache = GenerationCache(tiny_model, batch, cond)
+        loop = cstep.FusedLoop(cache, dec, tiny_model.cfg.dilations, groups=groups)
+        out, got = torch.empty(600, batch, N_CODES), torch.empty(600, batch, dtype=torch.long)
+        x = torch.full((batch,), SILENCE_CODE, dtype=torch.long)
+        for c0 in range(0, 600, 256):
+            c1 = min(600, c0 + 256)
+            x = loop(c0, c1, x, out[c0:c1], got[c0:c1], noise[c0:c1], prime, 50)
+        runs.append((out, got))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    assert cstep.stream_groups(cstep.SPLIT_MIN_STREAMS - 1) == 1
+
+
 def generate_both(model, settings, n, monkeypatch, **kw):
     runs = []
     for switch in ("1", "0"):

@@ -16,6 +16,7 @@
 #include <limits>
 #include <cstdint>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 typedef float v8 __attribute__((vector_size(32)));
@@ -252,59 +253,62 @@ struct Chunk {
   int64_t *x, *codes;
 };
 
+// Streams b0 .. b0+Bn-1 of the chunk (independent of the others: a thread may run each part).
 template <typename WT>
-static void run_loop(const Chunk& c, const WT* wz, const WT* wrs, const WT* wh1, const WT* wh2) {
+static void run_loop(const Chunk& c, int64_t b0, int64_t Bn, const WT* wz, const WT* wrs,
+                     const WT* wh1, const WT* wh2) {
   const int64_t L = c.L, P = c.P, B = c.B, R = c.R, G = c.G, G2 = c.G2, k = c.k, RS = c.RS;
   const int64_t S = c.S, H = c.H, V = c.V, nb = L * B * G2;
   const int64_t wz_tap = R * pad16(G2) / Per<WT>::word, wrs_layer = G * pad16(RS) / Per<WT>::word;
-  std::vector<float> mbias(c.F ? nb : 0), hs(B * RS), z(B * G2), a(B * G), h1(B * H);
+  std::vector<float> mbias(c.F ? nb : 0), hs(Bn * RS), z(Bn * G2), a(Bn * G), h1(Bn * H);
   Scratch scratch(V);
   for (int64_t t = c.t0; t < c.t1; ++t) {
     const int64_t i = t - c.t0, p = t & (P - 1);
     const float* bz = c.bias;
     if (c.F) { lerp_bias(c.frames, c.F, nb, t, c.hop, mbias.data()); bz = mbias.data(); }
-    for (int64_t b = 0; b < B; ++b) {   // layer 0's input: the embedded code; no skip yet
-      std::memcpy(&hs[b * RS], c.embed + c.x[b] * R, R * sizeof(float));
+    for (int64_t b = 0; b < Bn; ++b) {   // layer 0's input: the embedded code; no skip yet
+      std::memcpy(&hs[b * RS], c.embed + c.x[b0 + b] * R, R * sizeof(float));
       std::fill(hs.begin() + b * RS + R, hs.begin() + (b + 1) * RS, 0.0f);
     }
     for (int64_t l = 0; l < L; ++l) {
-      float* slot = c.buf + (l * P + p) * B * R;   // this layer's input at time t
-      for (int64_t b = 0; b < B; ++b) std::memcpy(slot + b * R, &hs[b * RS], R * sizeof(float));
-      std::memcpy(z.data(), bz + l * B * G2, B * G2 * sizeof(float));
+      float* slot = c.buf + (l * P + p) * B * R + b0 * R;   // this layer's input at time t
+      for (int64_t b = 0; b < Bn; ++b) std::memcpy(slot + b * R, &hs[b * RS], R * sizeof(float));
+      std::memcpy(z.data(), bz + (l * B + b0) * G2, Bn * G2 * sizeof(float));
       const WT* w = wz + l * k * wz_tap;  // (R, 2G) blocks: lag 1 .. k-1, then the current tap
       for (int64_t m = 1; m < k; ++m) {   // past taps x_{t - m d}, straight from the ring buffer
         const int64_t q = (t - m * c.dil[l]) & (P - 1);
-        gemm_acc(c.buf + (l * P + q) * B * R, R, B, R, w + (m - 1) * wz_tap, G2, z.data(), G2);
+        gemm_acc(c.buf + (l * P + q) * B * R + b0 * R, R, Bn, R, w + (m - 1) * wz_tap, G2, z.data(), G2);
       }
-      gemm_acc(hs.data(), RS, B, R, w + (k - 1) * wz_tap, G2, z.data(), G2);
-      tanh_inplace(z.data(), B * G2);
-      for (int64_t b = 0; b < B; ++b)      // tanh * (1 + tanh): the sigmoid's 1/2 is in wrs
+      gemm_acc(hs.data(), RS, Bn, R, w + (k - 1) * wz_tap, G2, z.data(), G2);
+      tanh_inplace(z.data(), Bn * G2);
+      for (int64_t b = 0; b < Bn; ++b)      // tanh * (1 + tanh): the sigmoid's 1/2 is in wrs
         for (int64_t g = 0; g < G; ++g) {
           const float zt = z[b * G2 + g];
           a[b * G + g] = zt + zt * z[b * G2 + G + g];
         }
       const float* br = c.brs + l * RS;    // [h | skip] += [res | skip] bias + a W_rs
-      for (int64_t b = 0; b < B; ++b)
+      for (int64_t b = 0; b < Bn; ++b)
         for (int64_t j = 0; j < RS; ++j) hs[b * RS + j] += br[j];
-      gemm_acc(a.data(), G, B, G, wrs + l * wrs_layer, RS, hs.data(), RS);
+      gemm_acc(a.data(), G, Bn, G, wrs + l * wrs_layer, RS, hs.data(), RS);
     }
-    for (int64_t b = 0; b < B; ++b) {     // head: relu, linear, relu, linear
+    for (int64_t b = 0; b < Bn; ++b) {     // head: relu, linear, relu, linear
       float* s = &hs[b * RS + R];
       for (int64_t j = 0; j < S; ++j) s[j] = std::max(s[j], 0.0f);
       std::memcpy(&h1[b * H], c.bh1, H * sizeof(float));
     }
-    gemm_acc(hs.data() + R, RS, B, S, wh1, H, h1.data(), H);
+    gemm_acc(hs.data() + R, RS, Bn, S, wh1, H, h1.data(), H);
     for (auto& v : h1) v = std::max(v, 0.0f);
-    float* out = c.logits + i * B * V;
-    for (int64_t b = 0; b < B; ++b) std::memcpy(out + b * V, c.bh2, V * sizeof(float));
-    gemm_acc(h1.data(), H, B, H, wh2, V, out, V);
-    for (int64_t b = 0; b < B; ++b) {     // the code: primed, or argmax(logits / tau + noise)
+    float* out = c.logits + (i * B + b0) * V;
+    for (int64_t b = 0; b < Bn; ++b) std::memcpy(out + b * V, c.bh2, V * sizeof(float));
+    gemm_acc(h1.data(), H, Bn, H, wh2, V, out, V);
+    for (int64_t b = 0; b < Bn; ++b) {     // the code: primed, or argmax(logits / tau + noise)
+      const int64_t s = b0 + b;
       if (t < c.n_prime)
-        c.x[b] = c.prime[t * B + b];
+        c.x[s] = c.prime[t * B + s];
       else
-        c.x[b] = choose(out + b * V, c.noise + (i * B + b) * V, c.inv_tau[b], V,
-                        Filters{c.top_k[b], c.top_p[b], c.typical_p[b]}, scratch);
-      c.codes[i * B + b] = c.x[b];
+        c.x[s] = choose(out + b * V, c.noise + (i * B + s) * V, c.inv_tau[s], V,
+                        Filters{c.top_k[s], c.top_p[s], c.typical_p[s]}, scratch);
+      c.codes[i * B + s] = c.x[s];
     }
   }
 }
@@ -322,7 +326,8 @@ void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::T
                torch::Tensor bh1, torch::Tensor wh2, torch::Tensor bh2, torch::Tensor dil,
                int64_t t0, int64_t t1, int64_t hop, torch::Tensor x, torch::Tensor logits,
                torch::Tensor codes, torch::Tensor noise, torch::Tensor inv_tau, torch::Tensor prime,
-               int64_t n_prime, torch::Tensor top_k, torch::Tensor top_p, torch::Tensor typical_p) {
+               int64_t n_prime, torch::Tensor top_k, torch::Tensor top_p, torch::Tensor typical_p,
+               int64_t parts) {
   const auto F32 = torch::kFloat32, I64 = torch::kInt64;
   const bool packed = wz.scalar_type() == torch::kInt32;
   const auto WT = packed ? torch::kInt32 : F32;
@@ -354,13 +359,24 @@ void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::T
   c.typical_p = typical_p.data_ptr<float>();
   c.dil = dil.data_ptr<int64_t>(); c.prime = prime.data_ptr<int64_t>(); c.top_k = top_k.data_ptr<int64_t>();
   c.x = x.data_ptr<int64_t>(); c.codes = codes.data_ptr<int64_t>();
-  if (packed) {
-    auto u = [](torch::Tensor& w) { return reinterpret_cast<const uint32_t*>(w.data_ptr<int32_t>()); };
-    run_loop<uint32_t>(c, u(wz), u(wrs), u(wh1), u(wh2));
-  } else {
-    run_loop<float>(c, wz.data_ptr<float>(), wrs.data_ptr<float>(), wh1.data_ptr<float>(),
-                    wh2.data_ptr<float>());
-  }
+  // The streams are independent within a chunk: `parts` threads each run a contiguous group of
+  // them through every step (the same arithmetic per stream as in one group).
+  auto part = [&](int64_t j) {
+    const int64_t b0 = B * j / parts, b1 = B * (j + 1) / parts;
+    if (b1 <= b0) return;
+    if (packed) {
+      auto u = [](torch::Tensor& w) { return reinterpret_cast<const uint32_t*>(w.data_ptr<int32_t>()); };
+      run_loop<uint32_t>(c, b0, b1 - b0, u(wz), u(wrs), u(wh1), u(wh2));
+    } else {
+      run_loop<float>(c, b0, b1 - b0, wz.data_ptr<float>(), wrs.data_ptr<float>(),
+                      wh1.data_ptr<float>(), wh2.data_ptr<float>());
+    }
+  };
+  parts = std::max<int64_t>(1, std::min(parts, B));
+  std::vector<std::thread> pool;
+  for (int64_t j = 1; j < parts; ++j) pool.emplace_back(part, j);
+  part(0);
+  for (auto& th : pool) th.join();
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

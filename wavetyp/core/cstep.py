@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -100,6 +101,20 @@ def applies(cache: GenerationCache, dec: DecodeBatch) -> bool:
 
 
 WEIGHTS = ("fp32", "bf16")   # the step's weight matrices: float32, or rounded to bfloat16
+# From this many streams up, a chunk's streams run in two groups on two cores (they are
+# independent within a chunk; same codes and logits per stream): 1.26x at 2 streams, 1.62-1.68x
+# at 4-16 on 2 AMD EPYC cores (docs/performance.md). generate(threads=1) keeps one group.
+SPLIT_MIN_STREAMS = 2
+
+
+def stream_groups(batch: int) -> int:
+    """How many threads run a chunk's streams: 2 from SPLIT_MIN_STREAMS streams up where this
+    process may use two cores, else 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:           # not Linux
+        cores = os.cpu_count() or 1
+    return 2 if batch >= SPLIT_MIN_STREAMS and cores >= 2 else 1
 
 
 def pack_weights(w: torch.Tensor, bf16: bool = False) -> torch.Tensor:
@@ -129,13 +144,14 @@ class FusedLoop:
     streams; the arithmetic stays float32."""
 
     def __init__(self, cache: GenerationCache, dec: DecodeBatch, dilations: list[int],
-                 weights: str = "fp32"):
+                 weights: str = "fp32", groups: int | None = None):
         if weights not in WEIGHTS:
             raise ValueError(f"step weights must be one of {WEIGHTS}, got {weights!r}")
         s = cache.state
         L, G = cache.L, cache.G
         self.ext = extension()
         self.cache = cache
+        self.groups = stream_groups(cache.B) if groups is None else groups
         self.s = s
         self.buf = cache.buf
         R = cache.R
@@ -163,7 +179,7 @@ class FusedLoop:
         self.ext.run_chunk(self.buf, self.wz, s.bias, s.frames, s.embed.contiguous(), self.wrs, self.brs,
                            self.wh1, self.bh1, self.wh2, self.bh2, self.dil, t0, t1, s.hop, x, logits,
                            codes, noise.contiguous(), self.inv_tau, prime.contiguous(), n_prime,
-                           self.top_k, self.top_p, self.typical_p)
+                           self.top_k, self.top_p, self.typical_p, self.groups)
         return x
 
 
@@ -173,7 +189,8 @@ class FusedStep:
 
     def __init__(self, cache: GenerationCache, dilations: list[int]):
         B = cache.B
-        self.loop = FusedLoop(cache, encode_settings([DecodeSettings(0.0)] * B), dilations)
+        self.loop = FusedLoop(cache, encode_settings([DecodeSettings(0.0)] * B), dilations,
+                              groups=1)   # one step per call: a thread would cost more than it saves
         self.codes = torch.empty(1, B, dtype=torch.long)
         self.noise = torch.zeros(1, B, N_CODES)
         self.prime = torch.zeros(0, B, dtype=torch.long)
@@ -192,11 +209,12 @@ def fused_step(cache: GenerationCache, dilations: list[int]) -> FusedStep | None
 
 
 def fused_loop(cache: GenerationCache, dec: DecodeBatch, dilations: list[int],
-               weights: str = "fp32") -> FusedLoop | None:
+               weights: str = "fp32", groups: int | None = None) -> FusedLoop | None:
     """The fused loop for this cache and these settings, or None where it does not apply
-    (an error for bf16 weights, which only the fused loop has)."""
+    (an error for bf16 weights, which only the fused loop has). groups: threads for the
+    streams; None: stream_groups' choice."""
     if applies(cache, dec):
-        return FusedLoop(cache, dec, dilations, weights)
+        return FusedLoop(cache, dec, dilations, weights, groups)
     if weights != "fp32":
         why = ("the fused C++ step is off or unavailable" if supported(dec) else
                "min-p, epsilon, eta and mirostat run outside the fused C++ step")

@@ -86,7 +86,8 @@ def generate(model: WaveNet, settings: list[DecodeSettings], n_samples: int,
 
     prime: (B, P) codes teacher-forced as the first P outputs (the model continues after).
     Sampling is Gumbel-max over the processed logits: argmax(logits' + g) ~ softmax(logits').
-    threads: torch threads for the step loop (default: 1 below 64 streams).
+    threads: torch threads for the step loop (default: 1 below 64 streams); the fused C++ loop
+    runs the streams in two groups on two cores from 2 streams up, unless threads == 1.
     weights: "bf16" runs the fused C++ step with its weight matrices rounded to bfloat16 (faster;
     the codes and logs are then those of that rounded model: rescore them to compare).
     sink: streaming. Called after every chunk as sink(t0, codes, logs): that chunk's codes
@@ -95,7 +96,8 @@ def generate(model: WaveNet, settings: list[DecodeSettings], n_samples: int,
     the result is []. The codes are the same as without a sink.
     """
     with step_threads(len(settings), threads), torch.inference_mode():
-        return _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, weights, sink)
+        return _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, weights, sink,
+                         groups=1 if threads == 1 else None)
 
 
 def fast_loop_applies(dec: DecodeBatch) -> bool:
@@ -129,7 +131,8 @@ def _python_chunk(cache, run_steps, c0, c1, x, lg_rows, code_rows, noise_rows, d
     return x
 
 
-def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, weights, sink=None):
+def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, weights, sink=None,
+              groups=None):
     B = len(settings)
     if B == 0 or n_samples <= 0:
         raise ValueError("need at least one stream and n_samples > 0")
@@ -141,7 +144,7 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, we
     if prime is not None:
         prime = prime.to(dev).long().expand(B, -1)
     cache = GenerationCache(model, B, cond)
-    fused = fused_loop(cache, dec, model.cfg.dilations, weights)   # the C++ chunk loop, where it applies
+    fused = fused_loop(cache, dec, model.cfg.dilations, weights, groups)   # the C++ loop, where it applies
     rows = n_samples if sink is None else min(chunk, n_samples)     # streaming: one chunk
     codes = torch.empty(rows, B, dtype=torch.long, device=dev)
     logs = {k: torch.empty(rows, B) for k in ("nll", "ent", "var", "snll")}   # host
