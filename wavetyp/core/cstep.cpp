@@ -131,12 +131,14 @@ static void tanh_inplace(float* z, int64_t n) {
   for (; i < n; ++i) z[i] = tanh1(z[i]);
 }
 
-// Mel conditioning: this step's gate bias lerped between the frames around t, as torch.lerp.
-static void lerp_bias(const float* frames, int64_t F, int64_t n, int64_t t, int64_t hop, float* out) {
+// Mel conditioning: n values of this step's gate bias lerped between the frames around t, as
+// torch.lerp (frames: F frames, `stride` floats apart).
+static void lerp_bias(const float* frames, int64_t F, int64_t stride, int64_t n, int64_t t,
+                      int64_t hop, float* out) {
   const int64_t f0 = std::min(t / hop, F - 1), f1 = std::min(f0 + 1, F - 1);
   const float w = (float)std::min(std::max((double)(t - f0 * hop) / (double)hop, 0.0), 1.0);
-  const float* a = frames + f0 * n;
-  const float* e = frames + f1 * n;
+  const float* a = frames + f0 * stride;
+  const float* e = frames + f1 * stride;
   if (std::abs(w) < 0.5f)
     for (int64_t i = 0; i < n; ++i) out[i] = std::fma(w, e[i] - a[i], a[i]);
   else
@@ -260,12 +262,10 @@ static void run_loop(const Chunk& c, int64_t b0, int64_t Bn, const WT* wz, const
   const int64_t L = c.L, P = c.P, B = c.B, R = c.R, G = c.G, G2 = c.G2, k = c.k, RS = c.RS;
   const int64_t S = c.S, H = c.H, V = c.V, nb = L * B * G2;
   const int64_t wz_tap = R * pad16(G2) / Per<WT>::word, wrs_layer = G * pad16(RS) / Per<WT>::word;
-  std::vector<float> mbias(c.F ? nb : 0), hs(Bn * RS), z(Bn * G2), a(Bn * G), h1(Bn * H);
+  std::vector<float> hs(Bn * RS), z(Bn * G2), a(Bn * G), h1(Bn * H);
   Scratch scratch(V);
   for (int64_t t = c.t0; t < c.t1; ++t) {
     const int64_t i = t - c.t0, p = t & (P - 1);
-    const float* bz = c.bias;
-    if (c.F) { lerp_bias(c.frames, c.F, nb, t, c.hop, mbias.data()); bz = mbias.data(); }
     for (int64_t b = 0; b < Bn; ++b) {   // layer 0's input: the embedded code; no skip yet
       std::memcpy(&hs[b * RS], c.embed + c.x[b0 + b] * R, R * sizeof(float));
       std::fill(hs.begin() + b * RS + R, hs.begin() + (b + 1) * RS, 0.0f);
@@ -273,7 +273,10 @@ static void run_loop(const Chunk& c, int64_t b0, int64_t Bn, const WT* wz, const
     for (int64_t l = 0; l < L; ++l) {
       float* slot = c.buf + (l * P + p) * B * R + b0 * R;   // this layer's input at time t
       for (int64_t b = 0; b < Bn; ++b) std::memcpy(slot + b * R, &hs[b * RS], R * sizeof(float));
-      std::memcpy(z.data(), bz + (l * B + b0) * G2, Bn * G2 * sizeof(float));
+      if (c.F)   // the gate bias of these streams: mel frames lerped at t, or the constant one
+        lerp_bias(c.frames + (l * B + b0) * G2, c.F, nb, Bn * G2, t, c.hop, z.data());
+      else
+        std::memcpy(z.data(), c.bias + (l * B + b0) * G2, Bn * G2 * sizeof(float));
       const WT* w = wz + l * k * wz_tap;  // (R, 2G) blocks: lag 1 .. k-1, then the current tap
       for (int64_t m = 1; m < k; ++m) {   // past taps x_{t - m d}, straight from the ring buffer
         const int64_t q = (t - m * c.dil[l]) & (P - 1);

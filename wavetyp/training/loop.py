@@ -321,9 +321,9 @@ class Trainer:
         """The full test split per level (the shipped weights; with an EMA also the raw ones),
         logged and saved in last.pt; a signal skips the rest."""
         raw = {}
+        scored = [(self.shipped, self.metrics)] + ([(self.model, raw)] if self.ema is not None else [])
         for lv in self.levels:
-            for model, into in ((self.shipped, self.metrics),) + (
-                    ((self.model, raw),) if self.ema is not None else ()):
+            for model, into in scored:
                 if stop.signum is not None:
                     self.stopped, self.metrics = signal.Signals(stop.signum).name, {}
                     return
