@@ -70,10 +70,11 @@ def extension():
         level = log.level
         try:
             log.setLevel(logging.ERROR)
-            from torch.utils.cpp_extension import load
+            from torch.utils.cpp_extension import _get_build_directory, load
             if not _built(build_name()):
+                where = Path(_get_build_directory(build_name(), verbose=False)).parent
                 print("note: compiling the fused C++ sampling step (once per machine; a minute or "
-                      "two; cached under ~/.cache/torch_extensions)", file=sys.stderr, flush=True)
+                      f"two; cached under {where})", file=sys.stderr, flush=True)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 _EXT = load(name=build_name(), sources=[str(SOURCE)],
