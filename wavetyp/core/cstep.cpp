@@ -131,6 +131,77 @@ static void tanh_inplace(float* z, int64_t n) {
   for (; i < n; ++i) z[i] = tanh1(z[i]);
 }
 
+// exp as Cephes' expf (2^n times a degree-6 polynomial on [-ln2/2, ln2/2]; a few float ulps),
+// 0 below -87 (where torch's would be a denormal; -inf included) and arguments capped at 88: for
+// the statistics of a row, where such terms add nothing.
+typedef int32_t i8v __attribute__((vector_size(32)));
+static inline float hsum(v8 v) {
+  float s = 0.0f;
+  for (int j = 0; j < 8; ++j) s += v[j];
+  return s;
+}
+
+static inline v8 exp8(v8 x) {
+  const v8 x0 = x;
+  x = x < -87.0f ? v8{} - 87.0f : x;
+  x = x > 88.0f ? v8{} + 88.0f : x;
+  const v8 y = x * 1.44269504088896341f + 0.5f;
+  i8v n = __builtin_convertvector(y, i8v);          // toward zero, then down: floor(y)
+  n += (i8v)(__builtin_convertvector(n, v8) > y);    // -1 where the truncation rounded up
+  const v8 f = __builtin_convertvector(n, v8);
+  const v8 r = x - f * 0.693359375f + f * 2.12194440e-4f;
+  v8 p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  v8 scale;
+  const i8v bits = (n + 127) << 23;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  const v8 tiny = v8{} + 0.0f;
+  return x0 < -87.0f ? tiny : p * scale;
+}
+
+// -log2 q(x) for the distribution the logits `row` define (softmax; -inf = excluded).
+static float chosen_nll(const float* row, int64_t V, int64_t x, float* e) {
+  float top = row[0];
+  for (int64_t c = 1; c < V; ++c) top = std::max(top, row[c]);
+  v8 acc = v8{};
+  for (int64_t c = 0; c < V; c += 8) acc += exp8(load8(row + c) - top);
+  return (top + std::log(hsum(acc)) - row[x]) / 0.693147180559945309f;
+}
+
+// The untempered distribution's statistics of one row of logits, in bits, as
+// typicality.step_stats computes them: NLL of code x, entropy, varentropy (float sums, so they
+// agree with torch's to float rounding). e: V floats of scratch. V is a multiple of 8.
+static void row_stats(const float* o, int64_t V, int64_t x, float* e, float* nll, float* ent,
+                      float* var) {
+  const float ln2 = 0.693147180559945309f;
+  v8 m = load8(o);
+  for (int64_t c = 8; c < V; c += 8) { const v8 v = load8(o + c); m = v > m ? v : m; }
+  float top = m[0];
+  for (int j = 1; j < 8; ++j) top = std::max(top, m[j]);
+  v8 acc = v8{};
+  for (int64_t c = 0; c < V; c += 8) {
+    const v8 v = exp8(load8(o + c) - top);
+    store8(e + c, v);
+    acc += v;
+  }
+  const float sum = hsum(acc), lse = top + std::log(sum), inv = 1.0f / sum;
+  v8 h = v8{};
+  for (int64_t c = 0; c < V; c += 8) h += load8(e + c) * inv * (load8(o + c) - lse);
+  const float H = -hsum(h);                               // nats
+  v8 q = v8{};
+  for (int64_t c = 0; c < V; c += 8) {
+    const v8 d = load8(o + c) - lse + H;                  // -(surprisal - H), nats
+    q += load8(e + c) * inv * d * d;
+  }
+  *nll = (lse - o[x]) / ln2;
+  *ent = H / ln2;
+  *var = hsum(q) / (ln2 * ln2);
+}
+
 // Mel conditioning: n values of this step's gate bias lerped between the frames around t, as
 // torch.lerp (frames: F frames, `stride` floats apart).
 static void lerp_bias(const float* frames, int64_t F, int64_t stride, int64_t n, int64_t t,
@@ -249,11 +320,27 @@ static void check(const torch::Tensor& x, torch::ScalarType dt, const char* name
 // Everything one chunk reads and writes, unpacked from the tensors by run_chunk.
 struct Chunk {
   int64_t L, P, B, R, G, G2, k, RS, S, H, V, t0, t1, hop, F, n_prime;
-  float *buf, *logits;
+  float *buf, *logits, *stats;   // stats: (4, t1-t0, B) NLL / entropy / varentropy / sampled NLL
+  torch::Tensor noise_t, scale;  // with gumbel: the uniform draws to turn into noise, in place
+  bool gumbel;
+  std::vector<char> greedy;      // per stream: temperature 0 (scale 0)
   const float *bias, *frames, *embed, *brs, *bh1, *bh2, *noise, *inv_tau, *top_p, *typical_p;
   const int64_t *dil, *prime, *top_k;
   int64_t *x, *codes;
 };
+
+// Gumbel noise for streams b0 .. b0+Bn-1 from the chunk's uniform draws u, in place:
+// -log(-log(clamp(u))) * scale, by the same ATen operations as generate.gumbel_noise (so the same
+// bits), a block of steps at a time: blocks under ATen's parallel grain run on this thread.
+static void gumbel_noise(const Chunk& c, int64_t b0, int64_t Bn) {
+  c10::InferenceMode guard;                  // the draws are inference tensors
+  const int64_t n = c.t1 - c.t0, rows = std::max<int64_t>(1, 16384 / (Bn * c.V));
+  const auto scale = c.scale.narrow(0, b0, Bn).view({1, Bn, 1});
+  for (int64_t i = 0; i < n; i += rows) {
+    auto u = c.noise_t.narrow(0, i, std::min(rows, n - i)).narrow(1, b0, Bn);
+    u.clamp_(1e-10, 1.0 - 1e-7).log_().neg_().log_().neg_().mul_(scale);
+  }
+}
 
 // Streams b0 .. b0+Bn-1 of the chunk (independent of the others: a thread may run each part).
 template <typename WT>
@@ -262,8 +349,9 @@ static void run_loop(const Chunk& c, int64_t b0, int64_t Bn, const WT* wz, const
   const int64_t L = c.L, P = c.P, B = c.B, R = c.R, G = c.G, G2 = c.G2, k = c.k, RS = c.RS;
   const int64_t S = c.S, H = c.H, V = c.V, nb = L * B * G2;
   const int64_t wz_tap = R * pad16(G2) / Per<WT>::word, wrs_layer = G * pad16(RS) / Per<WT>::word;
-  std::vector<float> hs(Bn * RS), z(Bn * G2), a(Bn * G), h1(Bn * H);
+  std::vector<float> hs(Bn * RS), z(Bn * G2), a(Bn * G), h1(Bn * H), e(V);
   Scratch scratch(V);
+  if (c.gumbel) gumbel_noise(c, b0, Bn);
   for (int64_t t = c.t0; t < c.t1; ++t) {
     const int64_t i = t - c.t0, p = t & (P - 1);
     for (int64_t b = 0; b < Bn; ++b) {   // layer 0's input: the embedded code; no skip yet
@@ -304,6 +392,7 @@ static void run_loop(const Chunk& c, int64_t b0, int64_t Bn, const WT* wz, const
     float* out = c.logits + (i * B + b0) * V;
     for (int64_t b = 0; b < Bn; ++b) std::memcpy(out + b * V, c.bh2, V * sizeof(float));
     gemm_acc(h1.data(), H, Bn, H, wh2, V, out, V);
+    const int64_t n = c.t1 - c.t0;
     for (int64_t b = 0; b < Bn; ++b) {     // the code: primed, or argmax(logits / tau + noise)
       const int64_t s = b0 + b;
       if (t < c.n_prime)
@@ -312,6 +401,19 @@ static void run_loop(const Chunk& c, int64_t b0, int64_t Bn, const WT* wz, const
         c.x[s] = choose(out + b * V, c.noise + (i * B + s) * V, c.inv_tau[s], V,
                         Filters{c.top_k[s], c.top_p[s], c.typical_p[s]}, scratch);
       c.codes[i * B + s] = c.x[s];
+      if (!c.stats) continue;              // the untempered distribution's statistics, and
+      row_stats(out + b * V, V, c.x[s], e.data(), c.stats + i * B + s, c.stats + (n + i) * B + s,
+                c.stats + (2 * n + i) * B + s);
+      float* snll = c.stats + (3 * n + i) * B + s;   // the NLL under the one sampled from
+      if (t < c.n_prime)
+        *snll = std::numeric_limits<float>::quiet_NaN();   // teacher-forced: not sampled
+      else if (c.greedy[s])
+        *snll = 0.0f;                      // a point mass on the argmax, which was chosen
+      else if (c.top_k[s] >= V && !(c.top_p[s] < 1.0f) && !(c.typical_p[s] < 1.0f)) {
+        scale_row(out + b * V, c.inv_tau[s], V, scratch.row.data());
+        *snll = chosen_nll(scratch.row.data(), V, c.x[s], e.data());
+      } else                               // choose() left the filtered row in scratch.row
+        *snll = chosen_nll(scratch.row.data(), V, c.x[s], e.data());
     }
   }
 }
@@ -323,14 +425,19 @@ static void run_loop(const Chunk& c, int64_t b0, int64_t Bn, const WT* wz, const
 // x (B) int64, the code fed first, overwritten by the last one; logits (>= t1-t0, B, V);
 // codes (t1-t0, B) int64; noise (t1-t0, B, V); inv_tau (B); prime (n_prime, B) int64;
 // top_k (B) int64, V where off; top_p, typical_p (B) float, 1 where off. The four weight
-// matrices are float32, or all int32 words of packed bf16 pairs.
+// matrices are float32, or all int32 words of packed bf16 pairs. stats: (4, t1-t0, B) written
+// with each step's NLL, entropy and varentropy in bits under the untempered distribution
+// (row_stats), and the NLL under the distribution sampled from (NaN on primed steps), or empty.
+// scale (B): 1 on sampled streams, 0 on greedy ones (decoding.DecodeBatch.noise). gumbel: noise
+// holds uniform draws, turned into Gumbel noise times scale in place by each thread for its
+// streams (gumbel_noise); otherwise noise is used as given.
 void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::Tensor frames,
                torch::Tensor embed, torch::Tensor wrs, torch::Tensor brs, torch::Tensor wh1,
                torch::Tensor bh1, torch::Tensor wh2, torch::Tensor bh2, torch::Tensor dil,
                int64_t t0, int64_t t1, int64_t hop, torch::Tensor x, torch::Tensor logits,
                torch::Tensor codes, torch::Tensor noise, torch::Tensor inv_tau, torch::Tensor prime,
                int64_t n_prime, torch::Tensor top_k, torch::Tensor top_p, torch::Tensor typical_p,
-               int64_t parts) {
+               int64_t parts, torch::Tensor stats, torch::Tensor scale, bool gumbel) {
   const auto F32 = torch::kFloat32, I64 = torch::kInt64;
   const bool packed = wz.scalar_type() == torch::kInt32;
   const auto WT = packed ? torch::kInt32 : F32;
@@ -340,6 +447,7 @@ void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::T
   check(x, I64, "x"); check(logits, F32, "logits"); check(codes, I64, "codes");
   check(noise, F32, "noise"); check(inv_tau, F32, "inv_tau"); check(prime, I64, "prime");
   check(top_k, I64, "top_k"); check(top_p, F32, "top_p"); check(typical_p, F32, "typical_p");
+  check(stats, F32, "stats"); check(scale, F32, "scale");
   Chunk c;
   c.L = buf.size(0); c.P = buf.size(1); c.B = buf.size(2); c.R = buf.size(3);
   c.G2 = bias.size(2); c.G = c.G2 / 2; c.RS = brs.size(1); c.S = c.RS - c.R;
@@ -347,10 +455,12 @@ void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::T
   c.t0 = t0; c.t1 = t1; c.hop = hop; c.n_prime = n_prime;
   c.F = frames.numel() > 0 ? frames.size(0) : 0;
   const int64_t n = t1 - t0, B = c.B, V = c.V, L = c.L, pk = packed ? 2 : 1;
-  TORCH_CHECK((c.P & (c.P - 1)) == 0 && embed.size(1) == c.R && x.numel() == B
+  TORCH_CHECK(noise.dim() == 3 && (c.P & (c.P - 1)) == 0 && embed.size(1) == c.R && x.numel() == B
               && logits.size(0) >= n && codes.numel() == n * B && noise.numel() == n * B * V
               && inv_tau.numel() == B && dil.numel() == L && prime.numel() >= n_prime * B
               && top_k.numel() == B && top_p.numel() == B && typical_p.numel() == B
+              && (stats.numel() == 0 || stats.numel() == 4 * n * B) && scale.numel() == B
+              && V % 8 == 0
               && wz.numel() * pk == L * c.k * c.R * pad16(c.G2) && wrs.numel() * pk == L * c.G * pad16(c.RS)
               && wh1.numel() * pk == c.S * pad16(c.H) && wh2.numel() * pk == c.H * pad16(V)
               && (!packed || (c.G2 % 16 == 0 && c.RS % 16 == 0 && c.H % 16 == 0 && V % 16 == 0)),
@@ -362,6 +472,9 @@ void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::T
   c.typical_p = typical_p.data_ptr<float>();
   c.dil = dil.data_ptr<int64_t>(); c.prime = prime.data_ptr<int64_t>(); c.top_k = top_k.data_ptr<int64_t>();
   c.x = x.data_ptr<int64_t>(); c.codes = codes.data_ptr<int64_t>();
+  c.stats = stats.numel() ? stats.data_ptr<float>() : nullptr;
+  c.noise_t = noise; c.scale = scale; c.gumbel = gumbel;
+  for (int64_t s = 0; s < B; ++s) c.greedy.push_back(scale.data_ptr<float>()[s] == 0.0f);
   // The streams are independent within a chunk: `parts` threads each run a contiguous group of
   // them through every step (the same arithmetic per stream as in one group).
   auto part = [&](int64_t j) {

@@ -170,17 +170,26 @@ class FusedLoop:
         self.top_k = dec.top_k.long().contiguous()
         self.top_p = dec.top_p.float().contiguous()
         self.typical_p = dec.typical_p.float().contiguous()
+        self.noise_scale = dec.noise.reshape(-1).float().contiguous()
 
     def __call__(self, t0: int, t1: int, x: torch.Tensor, logits: torch.Tensor, codes: torch.Tensor,
-                 noise: torch.Tensor, prime: torch.Tensor, n_prime: int) -> torch.Tensor:
+                 noise: torch.Tensor, prime: torch.Tensor, n_prime: int, stats: torch.Tensor | None = None,
+                 uniform: bool = False) -> torch.Tensor:
         """Steps t0 .. t1-1, as fastloop.run_steps: logits[t - t0] and codes[t - t0] written;
-        returns the last code (x is updated in place)."""
+        returns the last code (x is updated in place). stats: a (4, t1-t0, B) buffer for each
+        step's NLL, entropy and varentropy in bits (typicality.step_stats) and the NLL under the
+        distribution sampled from (NaN on primed steps), computed while the logits are hot; or
+        None. uniform: `noise` holds the chunk's uniform draws, and the
+        streams' threads turn them into Gumbel noise in place (the same bits as generate's
+        gumbel_noise), else it is the noise itself."""
         s = self.s
         x = x.clone()           # the caller's x may be a row of its codes: never write into it
+        empty = torch.empty(0)
         self.ext.run_chunk(self.buf, self.wz, s.bias, s.frames, s.embed.contiguous(), self.wrs, self.brs,
                            self.wh1, self.bh1, self.wh2, self.bh2, self.dil, t0, t1, s.hop, x, logits,
-                           codes, noise.contiguous(), self.inv_tau, prime.contiguous(), n_prime,
-                           self.top_k, self.top_p, self.typical_p, self.groups)
+                           codes, noise if noise.is_contiguous() else noise.contiguous(), self.inv_tau,
+                           prime.contiguous(), n_prime, self.top_k, self.top_p, self.typical_p, self.groups,
+                           empty if stats is None else stats, self.noise_scale, uniform)
         return x
 
 

@@ -57,21 +57,25 @@ class GenerationResult:
         return summarize(self.nll_bits[s], self.entropy_bits[s], self.varentropy_bits2[s], epsilon)
 
 
-def _gumbel(shape, generator, device) -> torch.Tensor:
-    u = torch.rand(shape, generator=generator, device=device).clamp_(1e-10, 1.0 - 1e-7)
-    return -torch.log(-torch.log(u))
+def gumbel_noise(u: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Gumbel noise from uniform draws u (n, B, V), times scale (B, 1): 0 on greedy rows. The
+    fused C++ loop does the same operations in place, per stream group (cstep.cpp)."""
+    return -torch.log(-torch.log(u.clamp_(1e-10, 1.0 - 1e-7))) * scale
 
 
-def _log_chunk(logs, lg, codes, c0, c1, r0, B, P, dec, mu):
-    """The vectorized bookkeeping of a chunk: stats of the untempered distribution, and the
-    NLL under the processed one (mu: mirostat's cut per step, or None). Steps c0..c1 sit in
-    rows r0.. of codes and logs (r0 = c0, or 0 when streaming one chunk at a time)."""
+def _log_chunk(logs, lg, codes, c0, c1, r0, B, P, dec, mu, stats=None):
+    """The vectorized bookkeeping of a chunk: stats of the untempered distribution and the NLL
+    under the processed one (mu: mirostat's cut per step, or None), computed here unless the
+    fused loop gave them (stats). Steps c0..c1 sit in rows r0.. of codes and logs (r0 = c0, or
+    0 when streaming one chunk at a time)."""
     n = c1 - c0
-    chunk_logits, chunk_codes = lg[:n], codes[r0:r0 + n]
-    nll, ent, var = step_stats(chunk_logits, chunk_codes)
-    snll = chosen_nll_bits(process_logits(chunk_logits.reshape(-1, N_CODES), dec.repeat(n), mu),
-                           chunk_codes.reshape(-1)).view(n, B)
-    for key, val in (("nll", nll), ("ent", ent), ("var", var), ("snll", snll)):
+    if stats is None:
+        chunk_logits, chunk_codes = lg[:n], codes[r0:r0 + n]
+        nll, ent, var = step_stats(chunk_logits, chunk_codes)
+        snll = chosen_nll_bits(process_logits(chunk_logits.reshape(-1, N_CODES), dec.repeat(n), mu),
+                               chunk_codes.reshape(-1)).view(n, B)
+        stats = (nll, ent, var, snll)
+    for key, val in zip(("nll", "ent", "var", "snll"), stats):
         logs[key][r0:r0 + n] = val.cpu()
     if P > c0:  # teacher-forced steps were not sampled
         logs["snll"][r0:r0 + min(P, c1) - c0] = float("nan")
@@ -162,16 +166,19 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, we
     for c0 in range(0, n_samples, chunk):
         c1 = min(n_samples, c0 + chunk)
         r0, r1 = (c0, c1) if sink is None else (0, c1 - c0)       # the chunk's rows in codes/logs
-        noise = _gumbel((c1 - c0, B, N_CODES), gen, dev) * dec.noise
+        u = torch.rand((c1 - c0, B, N_CODES), generator=gen, device=dev)
+        stats = None
         if fused is not None:   # temperature, greedy, top-k, top-p, typical-p: one C++ call
-            x = fused(c0, c1, x, lg, codes[r0:r1], noise, prime_rows, P)
+            stats = torch.empty(4, c1 - c0, B)   # noise from u and the step statistics, in C++
+            x = fused(c0, c1, x, lg, codes[r0:r1], u, prime_rows, P, stats=stats, uniform=True)
             cache.t = c1
         else:
+            noise = gumbel_noise(u, dec.noise)
             x = _python_chunk(cache, run_steps if fast else None, c0, c1, x, lg_rows,
                               list(codes[r0:r1].unbind(0)), list(noise.unbind(0)), dec, score,
                               prime_rows, P, miro, mu_rows)
         mu = mu_rows[: c1 - c0].reshape(-1) if miro else None
-        _log_chunk(logs, lg, codes, c0, c1, r0, B, P, dec, mu)
+        _log_chunk(logs, lg, codes, c0, c1, r0, B, P, dec, mu, stats)
         if sink is not None:
             sink(c0, codes[r0:r1].cpu(), {k: v[r0:r1] for k, v in logs.items()})
         bar.update((c1 - c0) * B)
