@@ -244,3 +244,34 @@ def test_shipped_style_checkpoint_round_trip(tmp_path):
     assert ckpt["format"] == FORMAT and model.cfg == tiny_config()
     assert not model.training
     assert ck.REQUIRED == ("format", "version", "config", "model")
+
+
+def test_a_checkpoint_from_before_the_position_table_loads_without_one(tmp_path):
+    """Configs saved before position_frames existed (no such keys) load with the table off;
+    the shipped checkpoint too, where it is present."""
+    state = tiny_state()
+    for key in ("position_frames", "position_dim"):
+        del state["config"][key]
+    save_atomic(state, tmp_path / "old.pt")
+    model, _ = load_model(tmp_path / "old.pt")
+    assert model.cfg.position_frames == 0 and model.pos_proj is None
+    assert not any(k.startswith("pos_") for k in model.state_dict())
+    if ck.SHIPPED.exists() and ck.SHIPPED.stat().st_size > 1000:    # not an LFS pointer
+        assert "position_frames" not in read_checkpoint(ck.SHIPPED)["config"]
+        assert load_model()[0].cfg.position_frames == 0
+
+
+def test_load_weights_may_lack_only_the_weights_it_is_told():
+    """A warm start may add the position table (it keeps its zeros); any other missing
+    weight is still an error."""
+    old = tiny_state()["model"]
+    new = WaveNet(tiny_config(position_frames=4))
+    with pytest.raises(CheckpointError, match="missing weights: pos_emb.weight, pos_proj.weight"):
+        ck.load_weights(new, old)
+    emb = new.pos_emb.weight.detach().clone()
+    ck.load_weights(new, old, may_lack=WaveNet.POSITION_WEIGHTS)
+    assert all(torch.equal(new.state_dict()[k], v) for k, v in old.items())
+    assert torch.equal(new.pos_emb.weight, emb) and not new.pos_proj.weight.any()
+    with pytest.raises(CheckpointError, match="missing weights: head2.bias"):
+        ck.load_weights(new, {k: v for k, v in old.items() if k != "head2.bias"},
+                        may_lack=WaveNet.POSITION_WEIGHTS)

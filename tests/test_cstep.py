@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
-from test_generate import conditionings
+from test_generate import conditionings, position_conditionings, position_model
 
 from wavetyp.core import cstep
 from wavetyp.core.audio import N_CODES, SILENCE_CODE
@@ -70,6 +70,19 @@ def test_fused_logits_equal_the_parallel_pass_at_the_shipped_width():
     with torch.no_grad():
         par = model(codes, cond)
     assert (par - fused_teacher_forced(model, codes, cond)).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("n_mels,batch", [(8, 1), (8, 5), (0, 2)])
+def test_fused_logits_equal_the_parallel_pass_with_a_position_table(n_mels, batch):
+    """The position table reaches the fused loop through the frames it already lerps, past
+    the table's end too."""
+    model = position_model(n_mels)
+    codes = torch.randint(0, 256, (batch, 2 * model.cfg.position_frames * model.cfg.hop_length + 37))
+    for name, cond in position_conditionings(model, codes).items():
+        with torch.no_grad():
+            par = model(codes, cond)
+        err = (par - fused_teacher_forced(model, codes, cond)).abs().max().item()
+        assert err <= 1e-4, (name, err)
 
 
 @pytest.mark.parametrize("batch", [2, 9])

@@ -197,7 +197,7 @@ def check_pinned_batch(device) -> None:
         on = cpu.to(device, pin=True)
     finally:
         torch.Tensor.pin_memory = real
-    assert seen == [True] * 4
+    assert seen == [True] * 5                # codes, mask, digit, speaker, crop start
     assert on.codes.device.type == "cuda" and torch.equal(on.codes.cpu(), cpu.codes)
 
 

@@ -59,6 +59,23 @@ def test_crops_pad_with_silence_and_mask():
     assert (b.codes[0, 10:] == SILENCE_CODE).all()
     assert torch.equal(b.codes[1], torch.arange(20, 50))
     assert b.digit.tolist() == [3, 4] and b.speaker.tolist() == [1, 0]
+    assert b.start.tolist() == [0, 20] and b.start.dtype == torch.long
+
+
+def test_random_batch_carries_each_crop_start():
+    """A crop of a long file starts where its codes come from; a short file's is 0."""
+    utts = [Utterance(str(i), torch.randint(0, 256, (40 + 300 * i,)), i, 0) for i in range(4)]
+    b = random_batch(utts, 12, 64, torch.Generator().manual_seed(1))
+    assert b.start.shape == (12,) and (b.start > 0).any()
+    for i in range(12):
+        u = utts[int(b.digit[i])]
+        s = int(b.start[i])
+        if len(u.codes) <= 64:
+            assert s == 0
+        n = int(b.mask[i].sum())
+        assert torch.equal(b.codes[i, :n], u.codes[s:s + n]) and s + n <= len(u.codes)
+    on = b.to("cpu")
+    assert torch.equal(on.start, b.start)
 
 
 def test_random_batch_is_deterministic_and_in_range():
@@ -76,4 +93,5 @@ def test_full_batches_cover_every_file_once():
     for chunk, b in full_batches(utts, 3):
         seen += [u.name for u in chunk]
         assert b.mask.sum().item() == sum(len(u.codes) for u in chunk)
+        assert b.start.tolist() == [0] * len(chunk)           # whole files start at 0
     assert sorted(seen) == sorted(u.name for u in utts)

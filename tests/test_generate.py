@@ -51,6 +51,46 @@ def test_incremental_equals_parallel_for_every_conditioning(kernel_size, batch):
         assert err <= 1e-4, (name, err)
 
 
+def position_model(n_mels: int = 8, kernel_size: int = 2, frames: int = 6) -> WaveNet:
+    """A tiny model with a position table that matters (pos_emb and pos_proj random)."""
+    torch.manual_seed(4)
+    model = WaveNet(tiny_config(position_frames=frames, n_mels=n_mels, kernel_size=kernel_size)).eval()
+    with torch.no_grad():
+        model.pos_proj.weight.normal_()
+        model.pos_proj.bias.normal_()
+    return model
+
+
+def position_conditionings(model, codes):
+    """Position from 0 and from crop starts (one not a multiple of hop), with labels and mel."""
+    B, hop = codes.shape[0], model.cfg.hop_length
+    start = (torch.arange(B) * (3 * hop + 5)).long()
+    out = {"position-from-0": None, "labels+start": Conditioning(torch.arange(B) % 10, start=start)}
+    if model.cfg.n_mels:
+        mel = model.log_mel(codes)
+        out["mel"] = Conditioning(mel=mel)
+        out["all+dropped-mel+start"] = Conditioning(torch.arange(B) % 10, torch.arange(B) % 2, mel,
+                                                    torch.arange(B) % 2 == 0, start)
+        out["short-mel+start"] = Conditioning(mel=mel[..., :2], start=start)
+    return out
+
+
+@pytest.mark.parametrize("n_mels,kernel_size,batch", [(8, 2, 1), (8, 3, 3), (0, 2, 2)])
+def test_incremental_equals_parallel_with_a_position_table(n_mels, kernel_size, batch):
+    """Past the table's end (T > position_frames * hop) too; without mel the table alone gives
+    the frames."""
+    model = position_model(n_mels, kernel_size)
+    T = 2 * model.cfg.position_frames * model.cfg.hop_length + 37
+    assert T > model.cfg.receptive_field
+    codes = torch.randint(0, 256, (batch, T))
+    for name, cond in position_conditionings(model, codes).items():
+        with torch.no_grad():
+            par = model(codes, cond)
+        inc = teacher_forced_logits(model, codes, cond)
+        err = (par - inc).abs().max().item()
+        assert err <= 1e-4, (name, err)
+
+
 def test_scripted_sampling_loop_equals_the_python_one(tiny_model, monkeypatch):
     """The TorchScript chunk loop and the plain-Python one give the same codes and logs
     (mel conditioning, priming, greedy and tempered streams); the fused C++ step, which would

@@ -334,6 +334,61 @@ def test_init_from_warm_starts_a_new_run_with_the_checkpoint_config(tmp_path, mo
     assert not (tmp_path / "d").exists()
 
 
+def test_training_batches_condition_on_their_crop_starts():
+    """make_batch hands each crop's start to the model (position is never dropped); the
+    batch is the one random_batch draws for that step."""
+    cfg = tiny_config(position_frames=4)
+    model = train_loop.WaveNet(cfg)
+    utts = synth_corpus(seconds=0.3).train
+    opts = fast_options("unused", batch_size=6, crop=300)
+    codes, _, cond = train_loop.make_batch(cfg, model, utts, opts, 5, 0, torch.device("cpu"))
+    batch = train_loop.random_batch(utts, 6, 300, train_loop.step_generator(opts.seed, 5, 0))
+    assert torch.equal(codes, batch.codes) and torch.equal(cond.start, batch.start)
+    assert (cond.start > 0).any()
+
+
+def test_init_from_adds_a_zero_position_table_and_trains_it(tmp_path, monkeypatch):
+    """--init-from a checkpoint without a position table plus --position-frames: the
+    checkpoint's config with the table, its weights loaded, the table's projection at zero
+    (the same function), and three steps train it; a table cannot be changed or resumed into."""
+    from conftest import save_tiny_checkpoint
+    ckpt_path = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    first = read_checkpoint(ckpt_path)
+    data = make_data_dir(tmp_path / "data")
+    base = ["--data-dir", str(data), "--batch-size", "2", "--crop", "400", "--eval-every", "0",
+            "--no-final-eval", "--no-progress", "--log-every", "1", "--warmup", "1"]
+    seen = {}
+    real_train = train_mod.train
+
+    def spy(cfg, opts, corpus=None, resume=False, init_state=None):
+        seen["cfg"], seen["init"] = cfg, init_state
+        return real_train(cfg, opts, corpus, resume, init_state)
+
+    monkeypatch.setattr(train_mod, "train", spy)
+    real_load = train_loop.load_weights
+
+    def load_spy(model, state, path, may_lack=()):
+        real_load(model, state, path, may_lack)
+        seen["start"] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    monkeypatch.setattr(train_loop, "load_weights", load_spy)
+    assert train_mod.main(["--out", str(tmp_path / "b"), "--init-from", str(ckpt_path),
+                           "--position-frames", "8", "--max-steps", "3", *base]) == 0
+    second = read_checkpoint(tmp_path / "b/last.pt")
+    assert seen["cfg"].position_frames == 8 and second["config"]["position_frames"] == 8
+    assert {**second["config"], "position_frames": 0} == first["config"] and second["step"] == 3
+    assert weights_equal(seen["init"], first["model"])
+    assert all(torch.equal(seen["start"][k], v) for k, v in first["model"].items())
+    assert not seen["start"]["pos_proj.weight"].any() and not seen["start"]["pos_proj.bias"].any()
+    assert second["model"]["pos_proj.weight"].abs().sum() > 0          # it trained the table
+    # a table already there cannot be resized; a resumed run cannot gain one
+    assert train_mod.main(["--out", str(tmp_path / "c"), "--init-from", str(tmp_path / "b/last.pt"),
+                           "--position-frames", "4", "--max-steps", "1", *base]) == 2
+    assert train_mod.main(["--out", str(tmp_path / "b"), "--resume", "--position-frames", "8",
+                           *base]) == 2
+    assert train_mod.main(["--out", str(tmp_path / "d"), "--position-frames", "-1", *base]) == 2
+
+
 # ------------------------------------------------------------ signals and kill -9
 
 def test_sigterm_saves_checkpoint_and_exits_cleanly(tmp_path):

@@ -29,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", default=None, metavar="CKPT",
                    help="new run starting from this checkpoint's weights and config "
                         "(fresh optimizer, schedule and log): fine-tuning or a second round")
+    p.add_argument("--position-frames", type=int, default=None, metavar="N",
+                   help="> 0: a learned position-in-utterance table of N rows, one per mel "
+                        "hop (16 ms for the shipped model), added to every layer's gate input "
+                        "(later positions read its last row); with --init-from it is added to "
+                        "the checkpoint's model at zero, so training starts from the same "
+                        "function; none given: no table, or with --init-from the checkpoint's")
     p.add_argument("--dataset", default=d.dataset,
                    help="fsdd, or a torchaudio corpus (see `python -m wavetyp.data --help`)")
     p.add_argument("--data-dir", default=None, help="corpus folder (FSDD: see `wavetyp.data --help`)")
@@ -82,7 +88,7 @@ def check_args(a) -> None:
     for name in ("batch_size", "crop", "log_every", "layers", "stacks", "residual", "gate",
                  "skip", "head", "threads", "max_steps"):
         check_count("--" + name.replace("_", "-"), getattr(a, name), 1)
-    for name in ("warmup", "eval_every", "eval_files", "ckpt_every", "n_mels"):
+    for name in ("warmup", "eval_every", "eval_files", "ckpt_every", "n_mels", "position_frames"):
         check_count("--" + name.replace("_", "-"), getattr(a, name), 0)
     check_count("--kernel-size", a.kernel_size, 2)
     check_positive("--lr", a.lr)
@@ -98,6 +104,9 @@ def check_args(a) -> None:
     if a.resume and drops:
         raise UsageError("--p-drop-* cannot change a run being resumed (it continues exactly as "
                          "it was); start a new round with --init-from instead")
+    if a.resume and a.position_frames is not None:
+        raise UsageError("--position-frames cannot change a run being resumed; start a new round "
+                         "with --init-from instead")
     if a.resume and a.init_from:
         raise UsageError("--resume and --init-from exclude each other (resume continues a run; "
                          "--init-from starts a new one)")
@@ -109,12 +118,25 @@ def dropout_overrides(a) -> dict:
             if hasattr(a, f"p_drop_{k}")}
 
 
+def warm_start_config(a, ckpt: dict) -> WaveNetConfig:
+    """--init-from: the checkpoint's config with the training-time dropout overrides, and a
+    position table added (zero-initialised, see WaveNet) when --position-frames asks for one."""
+    cfg = replace(config_from(ckpt, a.init_from), **dropout_overrides(a))   # same weights fit
+    if a.position_frames is None or a.position_frames == cfg.position_frames:
+        return cfg
+    if cfg.position_frames:
+        raise UsageError(f"--init-from {a.init_from} has a position table of {cfg.position_frames} "
+                         f"frames; --position-frames {a.position_frames} cannot change it")
+    return replace(cfg, position_frames=a.position_frames)
+
+
 def new_config(a, corpus: Corpus) -> WaveNetConfig:
     """The model config from the command line, sized to the corpus (speakers, sample rate)."""
     try:
         return WaveNetConfig(layers_per_stack=a.layers, n_stacks=a.stacks, kernel_size=a.kernel_size,
                              residual_channels=a.residual, gate_channels=a.gate, skip_channels=a.skip,
                              head_channels=a.head, n_mels=a.n_mels,
+                             position_frames=a.position_frames or 0,
                              n_digits=0 if a.no_digit or a.dataset != "fsdd" else 10,
                              speakers=[] if a.no_speaker else list(corpus.speakers),
                              sample_rate=corpus.sample_rate, **dropout_overrides(a))
@@ -150,8 +172,7 @@ def main(argv=None) -> int:
             opts = replace(opts, max_steps=a.max_steps or TrainOptions.max_steps)
             if a.init_from:                       # the checkpoint's model, not the flags'
                 ckpt = read_checkpoint(a.init_from)
-                cfg, init_state = config_from(ckpt, a.init_from), ckpt["model"]
-                cfg = replace(cfg, **dropout_overrides(a))   # training-time only: same weights fit
+                cfg, init_state = warm_start_config(a, ckpt), ckpt["model"]
                 corpus = load_corpus(a.dataset, a.data_dir, cfg.sample_rate, progress=not a.no_progress)
                 if cfg.speakers and list(cfg.speakers) != list(corpus.speakers):
                     # speaker ids are indices into the corpus' sorted speaker list

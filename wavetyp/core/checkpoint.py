@@ -167,10 +167,15 @@ def config_from(ckpt: dict, path="checkpoint") -> WaveNetConfig:
         raise CheckpointError(f"{path}: bad config ({e})") from None
 
 
-def load_weights(model: torch.nn.Module, state: dict, path="checkpoint") -> None:
-    """load_state_dict that reports missing, unexpected or mis-shaped weights in one line."""
+def load_weights(model: torch.nn.Module, state: dict, path="checkpoint", may_lack=()) -> None:
+    """load_state_dict that reports missing, unexpected or mis-shaped weights in one line.
+
+    may_lack: names of weights the state may not have (a warm start that adds parameters,
+    e.g. WaveNet.POSITION_WEIGHTS); those keep the model's own values. Any other gap is an error.
+    """
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
+    kept = [k for k in may_lack if k in own and k not in state]
+    missing = [k for k in own if k not in state and k not in kept]
     extra = [k for k in state if k not in own]
     shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
              if k in state and state[k].shape != own[k].shape]
@@ -183,7 +188,7 @@ def load_weights(model: torch.nn.Module, state: dict, path="checkpoint") -> None
             ([f"shape mismatch: {few(shape)}"] if shape else [])
     if parts:
         raise CheckpointError(f"{path}: weights do not match the config ({'; '.join(parts)})")
-    model.load_state_dict(state)
+    model.load_state_dict(state, strict=not kept)   # every other name checked above
 
 
 def build_model(ckpt: dict, path="checkpoint") -> WaveNet:

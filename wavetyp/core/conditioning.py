@@ -28,21 +28,25 @@ class Conditioning:
 
     digit, speaker: (B,) int64 with -1 meaning 'none' for that stream.
     mel: (B, n_mels, F) log-mel frames; mel_present: (B,) bool to drop it per stream.
+    start: (B,) int64, the sample of the utterance at which codes[:, 0] sits (a training
+    crop's start), read by models with a position table; None: 0 for every stream.
     """
     digit: torch.Tensor | None = None
     speaker: torch.Tensor | None = None
     mel: torch.Tensor | None = None
     mel_present: torch.Tensor | None = None
+    start: torch.Tensor | None = None
 
 
 def build_conditioning(model, batch: int, digit=None, speaker=None, mel_codes=None,
-                       mel_present=None) -> Conditioning:
+                       mel_present=None, start=None) -> Conditioning:
     """The conditioning tensors for `batch` streams of `model` (a WaveNet).
 
     digit, speaker: None (absent), one int for every stream (a speaker also by name), or a
     (B,) tensor with -1 meaning 'none' for that stream. mel_codes: None, the (T,) or (1, T)
     codes of one recording (its log-mel frames shared by every stream), or (B, T) codes, one
     row per stream. mel_present: (B,) bool, the streams that keep their mel frames.
+    start: None (0) or (B,) int64, where in its utterance each stream's codes[:, 0] sits.
     """
     dev = next(model.parameters()).device
 
@@ -53,7 +57,8 @@ def build_conditioning(model, batch: int, digit=None, speaker=None, mel_codes=No
             v = model.cfg.speakers.index(v)
         return torch.full((batch,), int(v), dtype=torch.long, device=dev)
 
-    cond = Conditioning(labels(digit), labels(speaker))
+    cond = Conditioning(labels(digit), labels(speaker),
+                        start=None if start is None else torch.as_tensor(start).to(dev))
     if mel_codes is not None:
         if not model.cfg.n_mels:
             raise UsageError("this checkpoint has no mel conditioning")

@@ -220,7 +220,7 @@ def _beam_search(model, width, n_samples, cond, progress):
         raise ValueError("beam width must be >= 1")
     cond = cond or Conditioning()
     rep = Conditioning(*(None if v is None else v.expand(width, *v.shape[1:]).contiguous()
-                         for v in (cond.digit, cond.speaker, cond.mel, cond.mel_present)))
+                         for v in (cond.digit, cond.speaker, cond.mel, cond.mel_present, cond.start)))
     dev = next(model.parameters()).device
     cache = GenerationCache(model, width, rep)
     step = fused_step(cache, model.cfg.dilations) or cache.step     # the C++ step where it applies

@@ -64,8 +64,10 @@ def render_bytes(cfg, n_streams: int, n_samples: int, beam: int | None = None,
     L = cfg.n_layers
     fixed = 4 * L * B * (P * cfg.residual_channels + 4 * cfg.gate_channels)   # the cache
     fixed += 4 * CHUNK * B * 256 * 3                 # one chunk's logits, noise, a temporary
-    if mel_samples and cfg.n_mels:                   # per-frame gate bias of every layer
-        fixed += 4 * (mel_samples // max(cfg.hop_length, 1) + 1) * L * B * 2 * cfg.gate_channels
+    n_frames = mel_samples // max(cfg.hop_length, 1) + 1 if mel_samples and cfg.n_mels else 0
+    n_frames = max(n_frames, cfg.position_frames)    # a position table: at least its rows
+    if n_frames:                                     # per-frame gate bias of every layer
+        fixed += 4 * n_frames * L * B * 2 * cfg.gate_channels
     if stream:
         return Estimate(0, fixed, 0)
     if beam:

@@ -39,6 +39,12 @@ class WaveNetConfig:
     n_fft: int = 512
     hop_length: int = 128
     mel_channels: int = 64
+    # position in the utterance: a learned table of position_frames rows at mel-frame
+    # resolution (hop_length samples apart) added to every layer's gate input, so the model
+    # knows how far into the utterance a sample is beyond its receptive field; positions past
+    # the table read its last row. 0 disables it (and every older checkpoint has none).
+    position_frames: int = 0
+    position_dim: int = 16
     # conditioning dropout during training (each kind dropped independently per example)
     p_drop_digit: float = 0.2
     p_drop_speaker: float = 0.2
@@ -49,6 +55,8 @@ class WaveNetConfig:
             raise ValueError("kernel_size must be >= 2 (a dilated layer needs a past tap)")
         if self.layers_per_stack < 1 or self.n_stacks < 1:
             raise ValueError("need at least one layer")
+        if self.position_frames < 0 or (self.position_frames and self.position_dim < 1):
+            raise ValueError("position_frames must be >= 0 and position_dim >= 1")
 
     @property
     def n_layers(self) -> int:
@@ -81,6 +89,9 @@ class WaveNetConfig:
 
 
 class WaveNet(nn.Module):
+    # the weights a position table adds: a warm start from a model without one lacks them
+    POSITION_WEIGHTS = ("pos_emb.weight", "pos_proj.weight", "pos_proj.bias")
+
     def __init__(self, cfg: WaveNetConfig):
         super().__init__()
         self.cfg = cfg
@@ -112,6 +123,16 @@ class WaveNet(nn.Module):
             self.mel_proj = nn.Linear(C, L * 2 * G)
         else:
             self.melspec = self.mel_net = self.mel_null = self.mel_proj = None
+        # position in the utterance -> per-layer 2G at frame rate, added to the mel frames.
+        # pos_proj starts at zero, so weights warm-started from a model without it compute
+        # the same function until training moves it.
+        if cfg.position_frames:
+            self.pos_emb = nn.Embedding(cfg.position_frames, cfg.position_dim)
+            self.pos_proj = nn.Linear(cfg.position_dim, L * 2 * G)
+            nn.init.zeros_(self.pos_proj.weight)
+            nn.init.zeros_(self.pos_proj.bias)
+        else:
+            self.pos_emb = self.pos_proj = None
 
     # ------------------------------------------------------------ properties
     @property
@@ -150,18 +171,46 @@ class WaveNet(nn.Module):
         return self.global_proj(g).view(batch, self.cfg.n_layers, -1)
 
     def local_frames(self, cond: Conditioning, batch: int) -> torch.Tensor | None:
-        """(B, L, F, 2G) per-layer gate input at frame rate from mel frames, or None."""
-        if self.mel_proj is None:
+        """(B, L, F, 2G) per-layer gate input at frame rate (frame f centred on sample f * hop)
+        from mel frames and the position in the utterance, or None (the model has neither).
+
+        With position on there are at least position_frames frames: the mel frames' gate input
+        (mel_null's, one frame, when mel is absent) is extended by repeating its last frame,
+        which is what the lerp's clamp to the last frame read before, so the mel part is
+        unchanged; each frame then adds the position table's row for its sample.
+        """
+        if self.mel_proj is None and self.pos_proj is None:
             return None
-        if cond.mel is None:
-            feats = self.mel_null.view(1, -1, 1).expand(batch, -1, 1)
-        else:
-            feats = self.mel_net(cond.mel)
-            if cond.mel_present is not None:
-                keep = cond.mel_present.view(-1, 1, 1)
-                feats = torch.where(keep, feats, self.mel_null.view(1, -1, 1).to(feats.dtype))
-        out = self.mel_proj(feats.transpose(1, 2))                     # (B, F, L*2G)
+        out = None
+        if self.mel_proj is not None:
+            if cond.mel is None:
+                feats = self.mel_null.view(1, -1, 1).expand(batch, -1, 1)
+            else:
+                feats = self.mel_net(cond.mel)
+                if cond.mel_present is not None:
+                    keep = cond.mel_present.view(-1, 1, 1)
+                    feats = torch.where(keep, feats, self.mel_null.view(1, -1, 1).to(feats.dtype))
+            out = self.mel_proj(feats.transpose(1, 2))                 # (B, F, L*2G)
+            extra = self.cfg.position_frames - out.shape[1] if self.pos_proj is not None else 0
+            if extra > 0:     # repeated after the projection: the same values as without position
+                out = torch.cat([out, out[:, -1:].expand(-1, extra, -1)], 1)
+        if self.pos_proj is not None:
+            pos = self.position_bias(cond.start, batch,
+                                     self.cfg.position_frames if out is None else out.shape[1])
+            out = pos if out is None else out + pos
         return out.view(batch, -1, self.cfg.n_layers, 2 * self.cfg.gate_channels).transpose(1, 2)
+
+    def position_bias(self, start: torch.Tensor | None, batch: int, n_frames: int) -> torch.Tensor:
+        """(B, n_frames, L*2G): the position table read at row f + start / hop for frame f
+        (lerped between rows when start is not a multiple of hop, clamped to the last row)."""
+        hop, dev = self.cfg.hop_length, self.pos_emb.weight.device
+        if start is None:
+            start = torch.zeros(batch, dtype=torch.long, device=dev)
+        start = start.to(device=dev, dtype=torch.long).reshape(-1).expand(batch)
+        samples = start[:, None] + hop * torch.arange(n_frames, device=dev)   # (B, F)
+        r0, r1, alpha = self.frame_weights(samples, hop, self.cfg.position_frames)
+        e0, e1 = self.pos_emb(r0), self.pos_emb(r1)
+        return self.pos_proj(torch.lerp(e0, e1, alpha[..., None].to(e0.dtype)))
 
     @staticmethod
     def frame_weights(positions: torch.Tensor, hop: int, n_frames: int):

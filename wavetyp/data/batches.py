@@ -15,11 +15,12 @@ class Batch:
     mask: torch.Tensor      # (B, T) bool, True on real audio
     digit: torch.Tensor     # (B,) int64, -1 = none
     speaker: torch.Tensor   # (B,) int64, -1 = none
+    start: torch.Tensor     # (B,) int64, the sample of its file at which each crop starts
 
     def to(self, device, pin: bool = False) -> Batch:
         """On `device`; pin=True copies from page-locked memory, so that non_blocking copies
         to a GPU really are asynchronous (pinning needs CUDA)."""
-        ts = (self.codes, self.mask, self.digit, self.speaker)
+        ts = (self.codes, self.mask, self.digit, self.speaker, self.start)
         return Batch(*((t.pin_memory() if pin else t).to(device, non_blocking=True) for t in ts))
 
 
@@ -32,7 +33,7 @@ def collate(utts: list[Utterance], starts: list[int], length: int) -> Batch:
         codes[i, :len(piece)] = piece
         mask[i, :len(piece)] = True
     return Batch(codes, mask, torch.tensor([u.digit for u in utts]),
-                 torch.tensor([u.speaker for u in utts]))
+                 torch.tensor([u.speaker for u in utts]), torch.tensor(starts, dtype=torch.long))
 
 
 def random_batch(utts: list[Utterance], batch_size: int, length: int,

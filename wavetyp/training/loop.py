@@ -73,8 +73,8 @@ def make_batch(cfg: WaveNetConfig, model: WaveNet, utts, opts: TrainOptions, ste
     batch = random_batch(utts, opts.batch_size, opts.crop, g)
     digit, speaker, mel_present = drop_conditioning(cfg, batch, g)
     batch = batch.to(device, pin=device.type == "cuda")    # pinned: the copy overlaps compute
-    cond = build_conditioning(model, len(digit), digit, speaker,
-                              batch.codes if cfg.n_mels else None, mel_present)
+    cond = build_conditioning(model, len(digit), digit, speaker,     # position: never dropped
+                              batch.codes if cfg.n_mels else None, mel_present, batch.start)
     return batch.codes, batch.mask, cond
 
 
@@ -152,7 +152,8 @@ class Trainer:
             if self.main_proc:                    # drop log rows written after the checkpoint
                 trim_log(self.log_path, self.step)
         elif init_state is not None:
-            load_weights(model, init_state, "--init-from")
+            # a position table new to this run (train --position-frames) stays zero-initialised
+            load_weights(model, init_state, "--init-from", may_lack=WaveNet.POSITION_WEIGHTS)
         self.saved_step = self.step if ckpt is not None else None   # the step last.pt holds
         net = model
         if self.world > 1:
