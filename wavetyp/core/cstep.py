@@ -6,7 +6,9 @@ the gate, the head, top-k/top-p/typical-p and the Gumbel-max choice) in one call
 same GenerationCache buffers and folded weights, so it is a drop-in for `fastloop.run_steps`
 and for the warper loop on temperature, greedy, top-k, top-p and typical-p streams (min-p,
 epsilon, eta and mirostat stay in Python); `FusedStep` serves beam search one step at a
-time. Logits agree with the parallel pass to float rounding (tests/test_cstep.py); codes
+time. It also does the chunk's bookkeeping that would otherwise run on one core after it: the
+Gumbel noise from the chunk's uniform draws (the same ATen operations, so the same bits) and
+each step's statistics (NLL, entropy, varentropy, sampled NLL). Logits agree with the parallel pass to float rounding (tests/test_cstep.py); codes
 equal the other loops' unless two candidates' scores, or a nucleus boundary, tie to within it.
 
 The extension is built once per machine by torch.utils.cpp_extension (cached under
