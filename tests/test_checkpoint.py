@@ -1,4 +1,6 @@
-"""Checkpoints are data, not code: atomic saves, refused code payloads, one-line errors."""
+"""Checkpoints are data, not code: atomic saves, refused code payloads, one-line errors;
+and the warm start of a deeper model (deepen_state)."""
+import dataclasses
 import os
 import subprocess
 import sys
@@ -6,18 +8,21 @@ import sys
 import pytest
 import torch
 from conftest import save_tiny_checkpoint, tiny_config
+from test_generate import conditionings, position_model
 from test_train import cli_env, fast_options, one_torch_thread, synth_corpus  # noqa: F401 (autouse)
 
 import wavetyp.core.checkpoint as ck
 from wavetyp.core.checkpoint import (
     FORMAT,
     VERSION,
+    deepen_state,
     export_weights,
     load_model,
     read_checkpoint,
     save_atomic,
 )
 from wavetyp.core.errors import CheckpointError
+from wavetyp.core.generate import teacher_forced_logits
 from wavetyp.core.model import WaveNet
 from wavetyp.training.loop import train
 
@@ -275,3 +280,96 @@ def test_load_weights_may_lack_only_the_weights_it_is_told():
     with pytest.raises(CheckpointError, match="missing weights: head2.bias"):
         ck.load_weights(new, {k: v for k, v in old.items() if k != "head2.bias"},
                         may_lack=WaveNet.POSITION_WEIGHTS)
+
+
+# ------------------------------------------------------------ deepening (train --add-stacks)
+
+def deepened(old: WaveNet, add: int = 1, seed: int = 5) -> WaveNet:
+    """`old` with `add` stacks appended through deepen_state, loaded strictly."""
+    cfg = dataclasses.replace(old.cfg, n_stacks=old.cfg.n_stacks + add)
+    new = WaveNet(cfg).eval()
+    state = deepen_state(old.state_dict(), old.cfg, cfg, seed)
+    assert state.keys() == new.state_dict().keys()               # every key from the mapping
+    new.load_state_dict(state, strict=True)
+    return new
+
+
+def old_models():
+    """A tiny model with random conditioning projections, and one with a position table."""
+    torch.manual_seed(2)
+    plain = WaveNet(tiny_config()).eval()
+    return {"plain": plain, "position": position_model(frames=6)}
+
+
+@pytest.mark.parametrize("kind", ["plain", "position"])
+def test_deepened_state_computes_the_same_function(kind):
+    """New layers' res_skip and projection rows are zero, old ones copied, new dilated fresh:
+    the logits are bit-identical (torch.equal) to the original's on the no-grad loop and on
+    faststack (grad on), for every conditioning; a perturbed new res_skip changes them."""
+    old = old_models()[kind]
+    new = deepened(old, add=1)
+    L, G2 = old.cfg.n_layers, 2 * old.cfg.gate_channels
+    assert new.cfg.n_layers == L + old.cfg.layers_per_stack
+    st = new.state_dict()
+    for proj in ("global_proj", "mel_proj") + (("pos_proj",) if kind == "position" else ()):
+        for part in ("weight", "bias"):
+            w, w_old = st[f"{proj}.{part}"], old.state_dict()[f"{proj}.{part}"]
+            assert torch.equal(w[:L * G2], w_old) and not w[L * G2:].any()
+    for j in range(L, new.cfg.n_layers):
+        assert not st[f"res_skip.{j}.weight"].any() and not st[f"res_skip.{j}.bias"].any()
+        assert st[f"dilated.{j}.weight"].abs().sum() > 0          # the fresh default init
+    codes = torch.randint(0, 256, (2, 3 * new.cfg.receptive_field + 9),
+                          generator=torch.Generator().manual_seed(3))
+    conds = conditionings(old, codes)
+    for name in ("none", "label", "mel", "all+dropped-mel"):
+        with torch.no_grad():
+            assert torch.equal(new(codes, conds[name]), old(codes, conds[name])), name
+        assert torch.equal(new(codes, conds[name]).detach(),      # faststack (grad on)
+                           old(codes, conds[name]).detach()), name
+    with torch.no_grad():
+        new.res_skip[L + 1].weight.normal_()
+        assert not torch.equal(new(codes, conds["mel"]), old(codes, conds["mel"]))
+
+
+def test_deepened_model_sees_further_and_samples_like_its_parallel_pass():
+    """The deeper model's receptive field is the config's larger one, and the incremental cache
+    (which reads n_layers from the config) matches its parallel pass once the new layers and
+    their conditioning rows are perturbed."""
+    old = old_models()["plain"]
+    new = deepened(old, add=2)
+    per_stack = sum(2**i for i in range(old.cfg.layers_per_stack))
+    assert new.cfg.n_stacks == 4 and new.receptive_field == old.receptive_field + 2 * per_stack
+    L, G2 = old.cfg.n_layers, 2 * old.cfg.gate_channels
+    with torch.no_grad():
+        for j in range(L, new.cfg.n_layers):
+            new.res_skip[j].weight.normal_(std=0.3)
+            new.res_skip[j].bias.normal_(std=0.1)
+        for proj in (new.global_proj, new.mel_proj):
+            proj.weight[L * G2:].normal_(std=0.3)
+            proj.bias[L * G2:].normal_(std=0.1)
+    codes = torch.randint(0, 256, (2, new.receptive_field + 40),
+                          generator=torch.Generator().manual_seed(4))
+    for name, cond in conditionings(new, codes).items():
+        with torch.no_grad():
+            par = new(codes, cond)
+            changed = not torch.equal(par, old(codes, cond))
+        err = (par - teacher_forced_logits(new, codes, cond)).abs().max().item()
+        assert changed and err <= 1e-4, (name, err)
+
+
+def test_deepen_state_refuses_what_is_not_a_deeper_copy():
+    """Fewer or equal stacks, or any other weight-shaping change, is one CheckpointError;
+    so is a state that does not fit the old config."""
+    old = tiny_config()
+    state = tiny_state()["model"]
+    for new in (old, dataclasses.replace(old, n_stacks=1),
+                dataclasses.replace(old, n_stacks=3, gate_channels=4)):
+        with pytest.raises(CheckpointError, match="cannot deepen"):
+            deepen_state(state, old, new)
+    deeper = dataclasses.replace(old, n_stacks=3, p_drop_mel=0.1)   # training-only: allowed
+    assert deepen_state(state, old, deeper).keys() == WaveNet(deeper).state_dict().keys()
+    with pytest.raises(CheckpointError, match="missing or mis-shaped: head2.bias"):
+        deepen_state({k: v for k, v in state.items() if k != "head2.bias"}, old, deeper)
+    bad = {**state, "mel_proj.bias": state["mel_proj.bias"][:-1]}
+    with pytest.raises(CheckpointError, match="mel_proj.bias of shape"):
+        deepen_state(bad, old, deeper)

@@ -389,6 +389,54 @@ def test_init_from_adds_a_zero_position_table_and_trains_it(tmp_path, monkeypatc
     assert train_mod.main(["--out", str(tmp_path / "d"), "--position-frames", "-1", *base]) == 2
 
 
+def test_init_from_add_stacks_starts_a_deeper_model_at_the_same_function(tmp_path, monkeypatch):
+    """--init-from CKPT --add-stacks 1: the checkpoint's config with one more stack, the loop
+    loads a complete mapped state (nothing left at the model's own init) equal to deepen_state's,
+    three steps train the new layers; refused with --resume, without --init-from, or below 1."""
+    from conftest import save_tiny_checkpoint
+
+    from wavetyp.core.checkpoint import config_from, deepen_state
+    ckpt_path = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    first = read_checkpoint(ckpt_path)
+    data = make_data_dir(tmp_path / "data")
+    base = ["--data-dir", str(data), "--batch-size", "2", "--crop", "400", "--eval-every", "0",
+            "--no-final-eval", "--no-progress", "--log-every", "1", "--warmup", "1", "--seed", "7"]
+    seen = {}
+    real_load = train_loop.load_weights
+
+    def load_spy(model, state, path, may_lack=()):
+        seen["complete"] = state.keys() == model.state_dict().keys()
+        real_load(model, state, path, may_lack)
+        seen["start"] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    monkeypatch.setattr(train_loop, "load_weights", load_spy)
+    assert train_mod.main(["--out", str(tmp_path / "b"), "--init-from", str(ckpt_path),
+                           "--add-stacks", "1", "--max-steps", "3", *base]) == 0
+    second = read_checkpoint(tmp_path / "b/last.pt")
+    old_cfg = config_from(first)
+    assert second["config"] == {**first["config"], "n_stacks": 3} and second["step"] == 3
+    assert seen["complete"]
+    mapped = deepen_state(first["model"], old_cfg, dataclasses.replace(old_cfg, n_stacks=3), 7)
+    assert weights_equal(seen["start"], mapped)
+    new_layer = f"res_skip.{old_cfg.n_layers}.weight"
+    assert not seen["start"][new_layer].any() and second["model"][new_layer].abs().sum() > 0
+    refused = [["--out", str(tmp_path / "b"), "--resume", "--add-stacks", "1"],
+               ["--out", str(tmp_path / "c"), "--add-stacks", "1"],
+               ["--out", str(tmp_path / "d"), "--init-from", str(ckpt_path), "--add-stacks", "0"]]
+    for args in refused:
+        assert train_mod.main([*args, *base]) == 2, args
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+
+
+def test_add_stacks_refusals_say_why():
+    """The UsageErrors name the conflicting flags."""
+    p = train_mod.build_parser()
+    with pytest.raises(UsageError, match="--add-stacks needs --init-from"):
+        train_mod.check_args(p.parse_args(["--add-stacks", "1"]))
+    with pytest.raises(UsageError, match="--add-stacks cannot change a run being resumed"):
+        train_mod.check_args(p.parse_args(["--resume", "--out", "x", "--add-stacks", "1"]))
+
+
 # ------------------------------------------------------------ signals and kill -9
 
 def test_sigterm_saves_checkpoint_and_exits_cleanly(tmp_path):

@@ -7,7 +7,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from wavetyp.core.checkpoint import config_from, read_checkpoint
+from wavetyp.core.checkpoint import config_from, deepen_state, read_checkpoint
 from wavetyp.core.checks import HelpFormatter, check_count, check_output_dir, check_positive, run_cli
 from wavetyp.core.errors import UsageError
 from wavetyp.core.model import WaveNetConfig
@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(later positions read its last row); with --init-from it is added to "
                         "the checkpoint's model at zero, so training starts from the same "
                         "function; none given: no table, or with --init-from the checkpoint's")
+    p.add_argument("--add-stacks", type=int, default=None, metavar="N",
+                   help="with --init-from: append N stacks of dilated layers (dilations 1, 2, ... "
+                        "again: a longer receptive field) after the checkpoint's, their outputs "
+                        "at zero, so training starts from the same function; none given: the checkpoint's stacks")
     p.add_argument("--dataset", default=d.dataset,
                    help="fsdd, or a torchaudio corpus (see `python -m wavetyp.data --help`)")
     p.add_argument("--data-dir", default=None, help="corpus folder (FSDD: see `wavetyp.data --help`)")
@@ -88,6 +92,7 @@ def check_args(a) -> None:
     for name in ("batch_size", "crop", "log_every", "layers", "stacks", "residual", "gate",
                  "skip", "head", "threads", "max_steps"):
         check_count("--" + name.replace("_", "-"), getattr(a, name), 1)
+    check_count("--add-stacks", a.add_stacks, 1)
     for name in ("warmup", "eval_every", "eval_files", "ckpt_every", "n_mels", "position_frames"):
         check_count("--" + name.replace("_", "-"), getattr(a, name), 0)
     check_count("--kernel-size", a.kernel_size, 2)
@@ -107,6 +112,12 @@ def check_args(a) -> None:
     if a.resume and a.position_frames is not None:
         raise UsageError("--position-frames cannot change a run being resumed; start a new round "
                          "with --init-from instead")
+    if a.add_stacks is not None and a.resume:
+        raise UsageError("--add-stacks cannot change a run being resumed; start a new round "
+                         "with --init-from CKPT --add-stacks N instead")
+    if a.add_stacks is not None and not a.init_from:
+        raise UsageError("--add-stacks needs --init-from CKPT (the model it deepens); for a new "
+                         "model give --stacks")
     if a.resume and a.init_from:
         raise UsageError("--resume and --init-from exclude each other (resume continues a run; "
                          "--init-from starts a new one)")
@@ -119,9 +130,12 @@ def dropout_overrides(a) -> dict:
 
 
 def warm_start_config(a, ckpt: dict) -> WaveNetConfig:
-    """--init-from: the checkpoint's config with the training-time dropout overrides, and a
-    position table added (zero-initialised, see WaveNet) when --position-frames asks for one."""
+    """--init-from: the checkpoint's config with the training-time dropout overrides, --add-stacks
+    more stacks (see deepen_state), and a position table added (zero-initialised, see WaveNet)
+    when --position-frames asks for one."""
     cfg = replace(config_from(ckpt, a.init_from), **dropout_overrides(a))   # same weights fit
+    if a.add_stacks:
+        cfg = replace(cfg, n_stacks=cfg.n_stacks + a.add_stacks)
     if a.position_frames is None or a.position_frames == cfg.position_frames:
         return cfg
     if cfg.position_frames:
@@ -173,6 +187,9 @@ def main(argv=None) -> int:
             if a.init_from:                       # the checkpoint's model, not the flags'
                 ckpt = read_checkpoint(a.init_from)
                 cfg, init_state = warm_start_config(a, ckpt), ckpt["model"]
+                if a.add_stacks:                  # old function, more layers (all keys mapped)
+                    init_state = deepen_state(init_state, config_from(ckpt, a.init_from), cfg,
+                                              a.seed, a.init_from)
                 corpus = load_corpus(a.dataset, a.data_dir, cfg.sample_rate, progress=not a.no_progress)
                 if cfg.speakers and list(cfg.speakers) != list(corpus.speakers):
                     # speaker ids are indices into the corpus' sorted speaker list

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -189,6 +190,58 @@ def load_weights(model: torch.nn.Module, state: dict, path="checkpoint", may_lac
     if parts:
         raise CheckpointError(f"{path}: weights do not match the config ({'; '.join(parts)})")
     model.load_state_dict(state, strict=not kept)   # every other name checked above
+
+
+# the per-layer conditioning projections: output L * 2G, layer l's rows [l*2G, (l+1)*2G)
+PER_LAYER_PROJECTIONS = ("global_proj", "mel_proj", "pos_proj")
+# what a deeper config may change besides n_stacks (training-only settings, a new position table)
+_DEEPEN_FREE = ("n_stacks", "p_drop_digit", "p_drop_speaker", "p_drop_mel")
+
+
+def deepen_state(state: dict, old: WaveNetConfig, new: WaveNetConfig, seed: int = 0,
+                 path="checkpoint") -> dict:
+    """A state dict for `new` (old's config with more stacks appended) that computes exactly
+    old's function: the warm start of `train --init-from CKPT --add-stacks N`.
+
+    The old layers and every shared weight are copied. Each new layer's res_skip is zero, so it
+    adds nothing to the residual stream or the skip sum; its dilated linear keeps a fresh
+    default init (seeded by `seed`, the global RNG untouched), so gradients reach it once
+    res_skip moves. The per-layer conditioning projections keep old's rows for the old layers
+    and get zero rows for the new ones. A position table new to `new` (--position-frames) is
+    the fresh one (its projection is zero). Every key of the result comes from this mapping.
+    """
+    free = _DEEPEN_FREE + (() if old.position_frames else ("position_frames",))
+    differ = [f.name for f in fields(WaveNetConfig)
+              if f.name not in free and getattr(old, f.name) != getattr(new, f.name)]
+    if differ or new.n_stacks <= old.n_stacks:
+        raise CheckpointError(f"{path}: cannot deepen {old.n_stacks} stack(s) to {new.n_stacks}"
+                              + (f" (also differs in {', '.join(differ)})" if differ else ""))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = WaveNet(new).state_dict()
+    kept_rows = old.n_layers * 2 * old.gate_channels
+    out, missing = {}, []
+    for k, v in fresh.items():
+        layer = re.fullmatch(r"(dilated|res_skip)\.(\d+)\.(weight|bias)", k)
+        if layer and int(layer[2]) >= old.n_layers:          # a new layer
+            out[k] = v if layer[1] == "dilated" else torch.zeros_like(v)
+        elif k in state and k.split(".")[0] in PER_LAYER_PROJECTIONS:
+            if state[k].shape != (kept_rows, *v.shape[1:]):
+                missing.append(f"{k} of shape {tuple(state[k].shape)}")
+                continue
+            out[k] = torch.zeros_like(v)
+            out[k][:kept_rows] = state[k]
+        elif k in state:
+            out[k] = state[k]
+        elif k in WaveNet.POSITION_WEIGHTS and not old.position_frames:
+            out[k] = v                                       # a table new to this run
+        else:
+            missing.append(k)
+    extra = sorted(set(state) - set(fresh))
+    if missing or extra:
+        raise CheckpointError(f"{path}: weights do not match its config (missing or mis-shaped: "
+                              f"{', '.join(missing[:4]) or '-'}; unexpected: {', '.join(extra[:4]) or '-'})")
+    return out
 
 
 def build_model(ckpt: dict, path="checkpoint") -> WaveNet:

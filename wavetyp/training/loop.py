@@ -152,8 +152,11 @@ class Trainer:
             if self.main_proc:                    # drop log rows written after the checkpoint
                 trim_log(self.log_path, self.step)
         elif init_state is not None:
-            # a position table new to this run (train --position-frames) stays zero-initialised
-            load_weights(model, init_state, "--init-from", may_lack=WaveNet.POSITION_WEIGHTS)
+            # a position table new to this run (train --position-frames) stays zero-initialised;
+            # any other state (a deepened one, train --add-stacks, holds every key) loads strictly
+            new_table = not any(k in init_state for k in WaveNet.POSITION_WEIGHTS)
+            load_weights(model, init_state, "--init-from",
+                         may_lack=WaveNet.POSITION_WEIGHTS if new_table else ())
         self.saved_step = self.step if ckpt is not None else None   # the step last.pt holds
         net = model
         if self.world > 1:
