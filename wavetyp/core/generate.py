@@ -169,7 +169,7 @@ def _generate(model, settings, n_samples, cond, prime, seed, progress, chunk, we
         u = torch.rand((c1 - c0, B, N_CODES), generator=gen, device=dev)
         stats = None
         if fused is not None:   # temperature, greedy, top-k, top-p, typical-p: one C++ call
-            stats = torch.empty(4, c1 - c0, B)   # noise from u and the step statistics, in C++
+            stats = torch.empty(4, c1 - c0, B, device=dev)   # noise and step statistics: in C++
             x = fused(c0, c1, x, lg, codes[r0:r1], u, prime_rows, P, stats=stats, uniform=True)
             cache.t = c1
         else:
