@@ -163,13 +163,30 @@ static inline v8 exp8(v8 x) {
   return x0 < -87.0f ? tiny : p * scale;
 }
 
-// -log2 q(x) for the distribution the logits `row` define (softmax; -inf = excluded).
-static float chosen_nll(const float* row, int64_t V, int64_t x, float* e) {
-  float top = row[0];
-  for (int64_t c = 1; c < V; ++c) top = std::max(top, row[c]);
+static constexpr float LN2 = 0.693147180559945309f;
+
+// sum_c exp(o[c] - top), top = max_c o[c] (written to *top); e: the terms, or null. V is a
+// multiple of 8; -inf entries (excluded codes) add 0.
+static float exp_sum(const float* o, int64_t V, float* e, float* top) {
+  v8 m = load8(o);
+  for (int64_t c = 8; c < V; c += 8) { const v8 v = load8(o + c); m = v > m ? v : m; }
+  float t = m[0];
+  for (int j = 1; j < 8; ++j) t = std::max(t, m[j]);
   v8 acc = v8{};
-  for (int64_t c = 0; c < V; c += 8) acc += exp8(load8(row + c) - top);
-  return (top + std::log(hsum(acc)) - row[x]) / 0.693147180559945309f;
+  for (int64_t c = 0; c < V; c += 8) {
+    const v8 v = exp8(load8(o + c) - t);
+    if (e) store8(e + c, v);
+    acc += v;
+  }
+  *top = t;
+  return hsum(acc);
+}
+
+// -log2 q(x) for the distribution the logits `row` define (softmax; -inf = excluded).
+static float chosen_nll(const float* row, int64_t V, int64_t x) {
+  float top;
+  const float sum = exp_sum(row, V, nullptr, &top);
+  return (top + std::log(sum) - row[x]) / LN2;
 }
 
 // The untempered distribution's statistics of one row of logits, in bits, as
@@ -177,18 +194,8 @@ static float chosen_nll(const float* row, int64_t V, int64_t x, float* e) {
 // agree with torch's to float rounding). e: V floats of scratch. V is a multiple of 8.
 static void row_stats(const float* o, int64_t V, int64_t x, float* e, float* nll, float* ent,
                       float* var) {
-  const float ln2 = 0.693147180559945309f;
-  v8 m = load8(o);
-  for (int64_t c = 8; c < V; c += 8) { const v8 v = load8(o + c); m = v > m ? v : m; }
-  float top = m[0];
-  for (int j = 1; j < 8; ++j) top = std::max(top, m[j]);
-  v8 acc = v8{};
-  for (int64_t c = 0; c < V; c += 8) {
-    const v8 v = exp8(load8(o + c) - top);
-    store8(e + c, v);
-    acc += v;
-  }
-  const float sum = hsum(acc), lse = top + std::log(sum), inv = 1.0f / sum;
+  float top;
+  const float sum = exp_sum(o, V, e, &top), lse = top + std::log(sum), inv = 1.0f / sum;
   v8 h = v8{};
   for (int64_t c = 0; c < V; c += 8) h += load8(e + c) * inv * (load8(o + c) - lse);
   const float H = -hsum(h);                               // nats
@@ -197,9 +204,9 @@ static void row_stats(const float* o, int64_t V, int64_t x, float* e, float* nll
     const v8 d = load8(o + c) - lse + H;                  // -(surprisal - H), nats
     q += load8(e + c) * inv * d * d;
   }
-  *nll = (lse - o[x]) / ln2;
-  *ent = H / ln2;
-  *var = hsum(q) / (ln2 * ln2);
+  *nll = (lse - o[x]) / LN2;
+  *ent = H / LN2;
+  *var = hsum(q) / (LN2 * LN2);
 }
 
 // Mel conditioning: n values of this step's gate bias lerped between the frames around t, as
@@ -227,7 +234,10 @@ static inline float add_noise(float a, float b) { return a + b; }
 #pragma GCC pop_options
 
 // One stream's filters (decoding.DecodeBatch: V / 1 / 1 where off) and per-row scratch.
-struct Filters { int64_t k; float p, typical; };
+struct Filters {
+  int64_t k; float p, typical;
+  bool any(int64_t V) const { return k < V || p < 1.0f || typical < 1.0f; }
+};
 struct Scratch {
   std::vector<float> row, prob, dist, pc;   // filtered logits; probabilities in order; |.|; by code
   std::vector<int64_t> order;
@@ -293,7 +303,7 @@ static void truncate_row(float* s, int64_t V, const Filters& f, Scratch& w) {
 static int64_t choose(const float* o, const float* g, float it, int64_t V, const Filters& f,
                       Scratch& w) {
   int64_t best = 0;
-  if (f.k >= V && !(f.p < 1.0f) && !(f.typical < 1.0f)) {
+  if (!f.any(V)) {
     float top = g[0] + o[0] * it;
     for (int64_t c = 1; c < V; ++c) {
       const float sc = g[c] + o[c] * it;
@@ -321,9 +331,9 @@ static void check(const torch::Tensor& x, torch::ScalarType dt, const char* name
 struct Chunk {
   int64_t L, P, B, R, G, G2, k, RS, S, H, V, t0, t1, hop, F, n_prime;
   float *buf, *logits, *stats;   // stats: (4, t1-t0, B) NLL / entropy / varentropy / sampled NLL
-  torch::Tensor noise_t, scale;  // with gumbel: the uniform draws to turn into noise, in place
+  const float* scale;            // (B) noise scale: 1 on sampled streams, 0 on greedy ones
+  torch::Tensor noise_t, scale_t;  // with gumbel: the uniform draws to turn into noise, in place
   bool gumbel;
-  std::vector<char> greedy;      // per stream: temperature 0 (scale 0)
   const float *bias, *frames, *embed, *brs, *bh1, *bh2, *noise, *inv_tau, *top_p, *typical_p;
   const int64_t *dil, *prime, *top_k;
   int64_t *x, *codes;
@@ -335,7 +345,7 @@ struct Chunk {
 static void gumbel_noise(const Chunk& c, int64_t b0, int64_t Bn) {
   c10::InferenceMode guard;                  // the draws are inference tensors
   const int64_t n = c.t1 - c.t0, rows = std::max<int64_t>(1, 16384 / (Bn * c.V));
-  const auto scale = c.scale.narrow(0, b0, Bn).view({1, Bn, 1});
+  const auto scale = c.scale_t.narrow(0, b0, Bn).view({1, Bn, 1});
   for (int64_t i = 0; i < n; i += rows) {
     auto u = c.noise_t.narrow(0, i, std::min(rows, n - i)).narrow(1, b0, Bn);
     u.clamp_(1e-10, 1.0 - 1e-7).log_().neg_().log_().neg_().mul_(scale);
@@ -395,11 +405,11 @@ static void run_loop(const Chunk& c, int64_t b0, int64_t Bn, const WT* wz, const
     const int64_t n = c.t1 - c.t0;
     for (int64_t b = 0; b < Bn; ++b) {     // the code: primed, or argmax(logits / tau + noise)
       const int64_t s = b0 + b;
+      const Filters filters{c.top_k[s], c.top_p[s], c.typical_p[s]};
       if (t < c.n_prime)
         c.x[s] = c.prime[t * B + s];
       else
-        c.x[s] = choose(out + b * V, c.noise + (i * B + s) * V, c.inv_tau[s], V,
-                        Filters{c.top_k[s], c.top_p[s], c.typical_p[s]}, scratch);
+        c.x[s] = choose(out + b * V, c.noise + (i * B + s) * V, c.inv_tau[s], V, filters, scratch);
       c.codes[i * B + s] = c.x[s];
       if (!c.stats) continue;              // the untempered distribution's statistics, and
       row_stats(out + b * V, V, c.x[s], e.data(), c.stats + i * B + s, c.stats + (n + i) * B + s,
@@ -407,13 +417,12 @@ static void run_loop(const Chunk& c, int64_t b0, int64_t Bn, const WT* wz, const
       float* snll = c.stats + (3 * n + i) * B + s;   // the NLL under the one sampled from
       if (t < c.n_prime)
         *snll = std::numeric_limits<float>::quiet_NaN();   // teacher-forced: not sampled
-      else if (c.greedy[s])
-        *snll = 0.0f;                      // a point mass on the argmax, which was chosen
-      else if (c.top_k[s] >= V && !(c.top_p[s] < 1.0f) && !(c.typical_p[s] < 1.0f)) {
-        scale_row(out + b * V, c.inv_tau[s], V, scratch.row.data());
-        *snll = chosen_nll(scratch.row.data(), V, c.x[s], e.data());
-      } else                               // choose() left the filtered row in scratch.row
-        *snll = chosen_nll(scratch.row.data(), V, c.x[s], e.data());
+      else if (c.scale[s] == 0.0f)         // greedy: a point mass on the argmax, which was chosen
+        *snll = 0.0f;
+      else {                               // the tempered row (choose() left a filtered one)
+        if (!filters.any(V)) scale_row(out + b * V, c.inv_tau[s], V, scratch.row.data());
+        *snll = chosen_nll(scratch.row.data(), V, c.x[s]);
+      }
     }
   }
 }
@@ -473,8 +482,7 @@ void run_chunk(torch::Tensor buf, torch::Tensor wz, torch::Tensor bias, torch::T
   c.dil = dil.data_ptr<int64_t>(); c.prime = prime.data_ptr<int64_t>(); c.top_k = top_k.data_ptr<int64_t>();
   c.x = x.data_ptr<int64_t>(); c.codes = codes.data_ptr<int64_t>();
   c.stats = stats.numel() ? stats.data_ptr<float>() : nullptr;
-  c.noise_t = noise; c.scale = scale; c.gumbel = gumbel;
-  for (int64_t s = 0; s < B; ++s) c.greedy.push_back(scale.data_ptr<float>()[s] == 0.0f);
+  c.noise_t = noise; c.scale_t = scale; c.scale = scale.data_ptr<float>(); c.gumbel = gumbel;
   // The streams are independent within a chunk: `parts` threads each run a contiguous group of
   // them through every step (the same arithmetic per stream as in one group).
   auto part = [&](int64_t j) {
