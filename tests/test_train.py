@@ -347,17 +347,32 @@ def test_training_batches_condition_on_their_crop_starts():
     assert (cond.start > 0).any()
 
 
+def warm_start_setup(tmp_path, monkeypatch, *extra):
+    """For the --init-from tests: a tiny checkpoint (path and contents), a data folder, the
+    flags of a short run, and a spy on the loop's load_weights that records whether the state
+    it gets is complete and the weights the run starts from."""
+    from conftest import save_tiny_checkpoint
+    ckpt_path = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    data = make_data_dir(tmp_path / "data")
+    base = ["--data-dir", str(data), "--batch-size", "2", "--crop", "400", "--eval-every", "0",
+            "--no-final-eval", "--no-progress", "--log-every", "1", "--warmup", "1", *extra]
+    seen = {}
+    real_load = train_loop.load_weights
+
+    def load_spy(model, state, path, may_lack=()):
+        seen["complete"] = state.keys() == model.state_dict().keys()
+        real_load(model, state, path, may_lack)
+        seen["start"] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    monkeypatch.setattr(train_loop, "load_weights", load_spy)
+    return ckpt_path, read_checkpoint(ckpt_path), base, seen
+
+
 def test_init_from_adds_a_zero_position_table_and_trains_it(tmp_path, monkeypatch):
     """--init-from a checkpoint without a position table plus --position-frames: the
     checkpoint's config with the table, its weights loaded, the table's projection at zero
     (the same function), and three steps train it; a table cannot be changed or resumed into."""
-    from conftest import save_tiny_checkpoint
-    ckpt_path = save_tiny_checkpoint(tmp_path / "tiny.pt")
-    first = read_checkpoint(ckpt_path)
-    data = make_data_dir(tmp_path / "data")
-    base = ["--data-dir", str(data), "--batch-size", "2", "--crop", "400", "--eval-every", "0",
-            "--no-final-eval", "--no-progress", "--log-every", "1", "--warmup", "1"]
-    seen = {}
+    ckpt_path, first, base, seen = warm_start_setup(tmp_path, monkeypatch)
     real_train = train_mod.train
 
     def spy(cfg, opts, corpus=None, resume=False, init_state=None):
@@ -365,13 +380,6 @@ def test_init_from_adds_a_zero_position_table_and_trains_it(tmp_path, monkeypatc
         return real_train(cfg, opts, corpus, resume, init_state)
 
     monkeypatch.setattr(train_mod, "train", spy)
-    real_load = train_loop.load_weights
-
-    def load_spy(model, state, path, may_lack=()):
-        real_load(model, state, path, may_lack)
-        seen["start"] = {k: v.clone() for k, v in model.state_dict().items()}
-
-    monkeypatch.setattr(train_loop, "load_weights", load_spy)
     assert train_mod.main(["--out", str(tmp_path / "b"), "--init-from", str(ckpt_path),
                            "--position-frames", "8", "--max-steps", "3", *base]) == 0
     second = read_checkpoint(tmp_path / "b/last.pt")
@@ -393,23 +401,8 @@ def test_init_from_add_stacks_starts_a_deeper_model_at_the_same_function(tmp_pat
     """--init-from CKPT --add-stacks 1: the checkpoint's config with one more stack, the loop
     loads a complete mapped state (nothing left at the model's own init) equal to deepen_state's,
     three steps train the new layers; refused with --resume, without --init-from, or below 1."""
-    from conftest import save_tiny_checkpoint
-
     from wavetyp.core.checkpoint import config_from, deepen_state
-    ckpt_path = save_tiny_checkpoint(tmp_path / "tiny.pt")
-    first = read_checkpoint(ckpt_path)
-    data = make_data_dir(tmp_path / "data")
-    base = ["--data-dir", str(data), "--batch-size", "2", "--crop", "400", "--eval-every", "0",
-            "--no-final-eval", "--no-progress", "--log-every", "1", "--warmup", "1", "--seed", "7"]
-    seen = {}
-    real_load = train_loop.load_weights
-
-    def load_spy(model, state, path, may_lack=()):
-        seen["complete"] = state.keys() == model.state_dict().keys()
-        real_load(model, state, path, may_lack)
-        seen["start"] = {k: v.clone() for k, v in model.state_dict().items()}
-
-    monkeypatch.setattr(train_loop, "load_weights", load_spy)
+    ckpt_path, first, base, seen = warm_start_setup(tmp_path, monkeypatch, "--seed", "7")
     assert train_mod.main(["--out", str(tmp_path / "b"), "--init-from", str(ckpt_path),
                            "--add-stacks", "1", "--max-steps", "3", *base]) == 0
     second = read_checkpoint(tmp_path / "b/last.pt")
