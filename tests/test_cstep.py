@@ -170,6 +170,8 @@ def test_fused_codes_equal_the_torchscript_loop(tiny_model, monkeypatch):
         assert np.array_equal(a.codes, b.codes)
         assert np.allclose(a.nll_bits, b.nll_bits, atol=1e-4)
         assert np.allclose(a.entropy_bits, b.entropy_bits, atol=1e-4)
+        assert np.isnan(a.sampled_nll_bits[:40]).all() and not np.isnan(a.sampled_nll_bits[40:]).any()
+        assert np.allclose(a.sampled_nll_bits, b.sampled_nll_bits, atol=1e-4, equal_nan=True)
     assert np.array_equal(fused[0].codes[:40], codes[0, :40].numpy())
 
 

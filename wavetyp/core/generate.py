@@ -12,7 +12,7 @@ mirostat always do.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -65,20 +65,19 @@ def gumbel_noise(u: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 def _log_chunk(logs, lg, codes, c0, c1, r0, B, P, dec, mu, stats=None):
     """The vectorized bookkeeping of a chunk: stats of the untempered distribution and the NLL
-    under the processed one (mu: mirostat's cut per step, or None), computed here unless the
-    fused loop gave them (stats). Steps c0..c1 sit in rows r0.. of codes and logs (r0 = c0, or
-    0 when streaming one chunk at a time)."""
+    under the processed one (mu: mirostat's cut per step, or None; NaN on teacher-forced steps),
+    computed here unless the fused loop gave them (stats). Steps c0..c1 sit in rows r0.. of
+    codes and logs (r0 = c0, or 0 when streaming one chunk at a time)."""
     n = c1 - c0
     if stats is None:
         chunk_logits, chunk_codes = lg[:n], codes[r0:r0 + n]
         nll, ent, var = step_stats(chunk_logits, chunk_codes)
         snll = chosen_nll_bits(process_logits(chunk_logits.reshape(-1, N_CODES), dec.repeat(n), mu),
                                chunk_codes.reshape(-1)).view(n, B)
+        snll[: max(0, min(P, c1) - c0)] = float("nan")   # teacher-forced steps were not sampled
         stats = (nll, ent, var, snll)
     for key, val in zip(("nll", "ent", "var", "snll"), stats):
         logs[key][r0:r0 + n] = val.cpu()
-    if P > c0:  # teacher-forced steps were not sampled
-        logs["snll"][r0:r0 + min(P, c1) - c0] = float("nan")
 
 
 def generate(model: WaveNet, settings: list[DecodeSettings], n_samples: int,
@@ -219,8 +218,8 @@ def _beam_search(model, width, n_samples, cond, progress):
     if width < 1:
         raise ValueError("beam width must be >= 1")
     cond = cond or Conditioning()
-    rep = Conditioning(*(None if v is None else v.expand(width, *v.shape[1:]).contiguous()
-                         for v in (cond.digit, cond.speaker, cond.mel, cond.mel_present, cond.start)))
+    rep = Conditioning(**{f.name: None if v is None else v.expand(width, *v.shape[1:]).contiguous()
+                          for f in fields(cond) for v in [getattr(cond, f.name)]})
     dev = next(model.parameters()).device
     cache = GenerationCache(model, width, rep)
     step = fused_step(cache, model.cfg.dilations) or cache.step     # the C++ step where it applies
