@@ -1,7 +1,7 @@
 """Fixed-length training crops with a padding mask, and whole-file evaluation batches."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -20,8 +20,8 @@ class Batch:
     def to(self, device, pin: bool = False) -> Batch:
         """On `device`; pin=True copies from page-locked memory, so that non_blocking copies
         to a GPU really are asynchronous (pinning needs CUDA)."""
-        ts = (self.codes, self.mask, self.digit, self.speaker, self.start)
-        return Batch(*((t.pin_memory() if pin else t).to(device, non_blocking=True) for t in ts))
+        return Batch(**{f.name: (t.pin_memory() if pin else t).to(device, non_blocking=True)
+                         for f in fields(self) for t in [getattr(self, f.name)]})
 
 
 def collate(utts: list[Utterance], starts: list[int], length: int) -> Batch:
